@@ -1,0 +1,39 @@
+# nnpar-lite: two commands do all the set-up.
+#   make lab    create .venv if missing, then open JupyterLab on the workbook
+#   make test   create .venv if missing, then run the unit tests and every notebook under nbval
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+LAB_ARGS ?=
+
+.PHONY: lab test unit notebooks env clean
+
+env: $(STAMP)
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "nnpar-lite needs Python 3.10 or newer; set PYTHON=python3.x")'
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled whenever the dependencies or their pins change.
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(LAB_ARGS) notebooks/00_start_here.ipynb
+
+test: unit notebooks
+
+unit: $(STAMP)
+	$(PY) -m pytest tests
+
+# The font cache is built once before the notebooks run, so the first figure
+# does not pay for it; MPLBACKEND is unset so %matplotlib inline takes effect.
+notebooks: $(STAMP)
+	$(PY) -c 'import matplotlib.pyplot'
+	env -u MPLBACKEND $(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis
