@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 LAB_ARGS ?=
 
-.PHONY: lab test unit notebooks env clean
+.PHONY: lab test unit notebooks store-notebooks env clean
 
 env: $(STAMP)
 
@@ -34,6 +34,13 @@ unit: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) -c 'import matplotlib.pyplot'
 	env -u MPLBACKEND $(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks
+
+# Re-execute every chapter top to bottom in a fresh kernel and store its outputs
+# (do this before committing a notebook). Cells tagged raises-exception may fail.
+store-notebooks: $(STAMP)
+	$(PY) -c 'import matplotlib.pyplot'
+	env -u MPLBACKEND $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=300 notebooks/[0-9]*.ipynb
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -48,3 +48,22 @@ def _check_counts(num_samples: int, num_workers: int) -> None:
     if num_samples < num_workers:
         raise ValueError(f"{num_samples} samples cannot be split among {num_workers} workers "
                          "with at least one sample each")
+
+
+def skewed_shard_sizes(num_samples: int, num_workers: int, skew: float) -> list[int]:
+    """K shard sizes from even (``skew`` = 0) to very uneven (``skew`` = 1).
+
+    Worker i's share grows geometrically, so the last worker's shard is about
+    ``1 + 9 * skew`` times the first's; sizes are rounded to add up to
+    ``num_samples``, and each worker keeps at least one sample.
+    """
+    _check_counts(num_samples, num_workers)
+    if not 0.0 <= skew <= 1.0:
+        raise ValueError(f"skew is {skew}; expected a number between 0 and 1")
+    ratio = 1.0 + 9.0 * skew
+    shares = np.array([ratio ** (i / max(num_workers - 1, 1)) for i in range(num_workers)])
+    spare = num_samples - num_workers  # one sample each first, the rest by share
+    sizes = 1 + np.floor(spare * shares / shares.sum()).astype(int)
+    for i in np.argsort(-(spare * shares / shares.sum()) % 1)[: num_samples - sizes.sum()]:
+        sizes[i] += 1  # largest remainders first
+    return [int(s) for s in sizes]

@@ -56,13 +56,24 @@ def to_device(tree: Any, device: str | torch.device) -> Any:
     return rebuild(tree, leaves)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe_machine() -> dict[str, Any]:
     """What a chapter runs on: processor, cores, torch, numpy and the GPU if any."""
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
         "cores (usable)": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch threads": torch.get_num_threads(),
         "device": str(pick_device()),
