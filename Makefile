@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 LAB_ARGS ?=
+# Jupyter refuses to run as root (containers, Binder-like images) unless told.
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: lab test unit notebooks store-notebooks env clean
 
@@ -22,7 +24,7 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	@touch $@
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(LAB_ARGS) notebooks/00_start_here.ipynb
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_start_here.ipynb
 
 test: unit notebooks
 
