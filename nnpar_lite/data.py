@@ -67,3 +67,16 @@ def skewed_shard_sizes(num_samples: int, num_workers: int, skew: float) -> list[
     for i in np.argsort(-(spare * shares / shares.sum()) % 1)[: num_samples - sizes.sum()]:
         sizes[i] += 1  # largest remainders first
     return [int(s) for s in sizes]
+
+
+def standardize(X: np.ndarray) -> np.ndarray:
+    """Each input column shifted to mean 0 and scaled to standard deviation 1.
+
+    The article feeds raw inputs up to 8 into tanh, which is flat beyond about 3:
+    its gradient vanishes there and training crawls or oscillates.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    std = X.std(axis=0)
+    if np.any(std == 0):
+        raise ValueError(f"input column(s) {np.flatnonzero(std == 0).tolist()} are constant; cannot standardize")
+    return (X - X.mean(axis=0)) / std

@@ -29,3 +29,38 @@ def check_weighted_loss(answer) -> bool:
     30 samples). What is the mean loss over all 40 samples?"""
     return check_number(answer, (0.9 * 10 + 0.3 * 30) / 40,
                         hint="Weight each worker's mean by its number of samples.")
+
+
+# ------------------------------------------------------------------ chapter 02
+def planted_fault_network(seed: int = 3):
+    """A 4.2 network whose backward pass hides one fault. Which parameter's gradient is wrong?"""
+    from .models import TanhNetwork, mse_output_gradient
+    import numpy as np
+
+    class Planted(TanhNetwork):
+        def gradients(self, X, Y):
+            p = self.params
+            X1 = X @ p["W1"] + p["b1"]
+            H = np.tanh(X1)
+            dY = mse_output_gradient(H @ p["W2"] + p["b2"], Y)
+            dX1 = (dY @ p["W2"].T) * (1.0 - H ** 2)
+            return {"W1": X.T @ dX1, "b1": dX1.sum(axis=0), "W2": X1.T @ dY, "b2": dY.sum(axis=0)}
+
+    return Planted(seed=seed)
+
+
+def check_planted_fault(answer) -> bool:
+    """Chapter 02: name the parameter whose gradient is wrong in ``planted_fault_network()``."""
+    ok = str(answer).strip() == "W2"
+    return _verdict(ok, "W2 it is: its gradient uses the pre-activation X1 where H = tanh(X1) belongs.",
+                    f"{answer!r} is not it. Run gradient_check on the planted network and read the verdicts.")
+
+
+def check_largest_lr(answer) -> bool:
+    """Chapter 02: the largest learning rate at which full-batch gradient descent on the
+    repaired 4.1 model still converges on the article's data (within 2 %)."""
+    from .data import article_data
+    from .models import largest_stable_lr
+
+    return check_number(answer, largest_stable_lr(article_data()[0]), rel=0.02,
+                        hint="Bisect: fit with a learning rate, see whether the loss falls or grows.")

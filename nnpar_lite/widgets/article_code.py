@@ -1,0 +1,77 @@
+"""Chapter 02: the repaired networks of seed 4.1 and 4.2 trained by K workers."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from ..data import article_data, even_shard_sizes, standardize
+from ..data_parallel import train_simulated
+from ..model_averaging import train_local_sgd
+from ..models import LinearRegression, TanhNetwork
+
+
+def training_curves(num_workers: int = 2, lr: float = 0.03, epochs: int = 200, local_steps: int = 10) -> dict:
+    """Loss curves on the article's data, as (steps per worker, losses): one worker on
+    the whole batch, against K data-parallel workers (4.1, weighted and plain
+    mean) and K averaged sub-models (4.2, averaged every step and every
+    ``local_steps`` steps)."""
+    X, Y = article_data()
+    X_std = standardize(X)  # the tanh network trains on standardized inputs (see the chapter)
+    K, H = num_workers, local_steps
+    every_step = list(range(epochs + 1))
+    every_h = list(range(0, (epochs // H) * H + 1, H))
+    curves = {
+        "4.1 one worker, whole batch": (every_step, LinearRegression(seed=0).fit(X, Y, epochs=epochs, lr=lr)),
+        f"4.1 {K} workers, gradients weighted by shard": (every_step, train_simulated(
+            LinearRegression(seed=0), X, Y, num_workers=K, epochs=epochs, lr=lr)),
+        f"4.1 {K} workers, plain mean of gradients": (every_step, train_simulated(
+            LinearRegression(seed=0), X, Y, num_workers=K, epochs=epochs, lr=lr, weighted=False)),
+        "4.2 one worker, whole batch": (every_step, TanhNetwork(seed=0).fit(X_std, Y, epochs=epochs, lr=lr)),
+        f"4.2 {K} sub-models, averaged every step": (every_step, train_local_sgd(
+            TanhNetwork(seed=0), X_std, Y, num_workers=K, rounds=epochs, local_steps=1, lr=lr)),
+        f"4.2 {K} sub-models, averaged every {H} steps": (every_h, train_local_sgd(
+            TanhNetwork(seed=0), X_std, Y, num_workers=K, rounds=epochs // H, local_steps=H, lr=lr)),
+    }
+    return {"shard sizes": even_shard_sizes(len(X), K), "curves": curves}
+
+
+def training_figure(num_workers: int = 2, lr: float = 0.03, epochs: int = 200, local_steps: int = 10):
+    result = training_curves(num_workers, lr, epochs, local_steps)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    titles = {"4.1": "seed 4.1 repaired: linear model", "4.2": "seed 4.2 repaired: tanh network"}
+    for ax, prefix in zip(axes, titles):
+        names = [n for n in result["curves"] if n.startswith(prefix)]
+        for name, style in zip(names, ["-", "--", ":"]):
+            steps, losses = result["curves"][name]
+            ax.semilogy(steps, losses, style, lw=2, label=name[4:])
+        ax.set_title(titles[prefix])
+        ax.set_xlabel("SGD steps per worker")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("loss on the whole batch")
+    fig.suptitle(f"K = {num_workers} (shards {result['shard sizes']}), η = {lr:g}", fontsize=10)
+    fig.tight_layout()
+    return fig, result
+
+
+def training_widget():
+    """Sliders for K, the learning rate and the number of steps."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    workers = widgets.IntSlider(value=3, min=1, max=4, description="K workers")
+    lr = widgets.FloatSlider(value=0.03, min=0.002, max=0.05, step=0.002, description="η", readout_format=".3f")
+    epochs = widgets.IntSlider(value=200, min=20, max=1000, step=20, description="steps")
+    out = widgets.Output()
+
+    def redraw(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig, _ = training_figure(workers.value, lr.value, epochs.value)
+            plt.show(fig)
+
+    for w in (workers, lr, epochs):
+        w.observe(redraw, "value")
+    redraw()
+    box = widgets.VBox([widgets.HBox([workers, lr, epochs]), out])
+    display(box)
+    return box
