@@ -39,10 +39,12 @@ notebooks: $(STAMP)
 
 # Re-execute every chapter top to bottom in a fresh kernel and store its outputs
 # (do this before committing a notebook). Cells tagged raises-exception may fail.
+# Stored tracebacks then show paths relative to the repository, not this machine's.
 store-notebooks: $(STAMP)
 	$(PY) -c 'import matplotlib.pyplot'
 	env -u MPLBACKEND $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=300 notebooks/[0-9]*.ipynb
+	$(PY) scripts/relative_paths.py notebooks/[0-9]*.ipynb
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

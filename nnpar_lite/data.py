@@ -80,3 +80,16 @@ def standardize(X: np.ndarray) -> np.ndarray:
     if np.any(std == 0):
         raise ValueError(f"input column(s) {np.flatnonzero(std == 0).tolist()} are constant; cannot standardize")
     return (X - X.mean(axis=0)) / std
+
+
+def digits(dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """The 8×8 handwritten digits (1,797 images, 10 classes) that ship with scikit-learn.
+
+    Returns X of shape (1797, 64), pixel intensities scaled from 0–16 to 0–1,
+    and the labels y (int64). Nothing is downloaded: the file is inside the
+    installed scikit-learn package.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return (bunch.data / 16.0).astype(dtype), bunch.target.astype(np.int64)

@@ -1,0 +1,99 @@
+"""The launcher: results in rank order; a rank that raises, hangs or dies is named with its
+traceback, within the timeout plus a few seconds, and no process is left behind."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from nnpar_lite import distributed
+
+
+def child_pids() -> set[int]:
+    """Processes whose parent is this one (from /proc), except multiprocessing's resource
+    tracker: one helper per parent process, started by the first spawn, ending with it."""
+    me, children = os.getpid(), set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == me and b"resource_tracker" not in command:
+            children.add(int(stat.parent.name))
+    return children
+
+
+@pytest.fixture
+def no_process_left():
+    before = child_pids()
+    yield
+    time.sleep(0.2)
+    assert child_pids() - before == set(), "a spawned rank outlived launch()"
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_results_come_back_in_rank_order(world_size, no_process_left):
+    results = distributed.launch(distributed.whoami, world_size, backend="gloo", timeout=60)
+    assert [r["rank"] for r in results] == list(range(world_size))
+    assert all(r["sum of ranks"] == sum(range(world_size)) for r in results)
+    assert len({r["pid"] for r in results}) == world_size and os.getpid() not in {r["pid"] for r in results}
+
+
+def test_a_rank_that_raises_is_named_with_its_traceback(no_process_left):
+    with pytest.raises(distributed.WorkerError) as info:
+        distributed.launch(distributed.fail_on_rank, 3, 2, backend="gloo", timeout=60)
+    assert info.value.rank == 2
+    assert "rank 2 raised" in str(info.value) and "ValueError: rank 2 was told to fail" in str(info.value)
+    assert "fail_on_rank" in info.value.worker_traceback
+
+
+def test_a_rank_that_hangs_is_named_within_the_timeout(no_process_left):
+    start = time.monotonic()
+    with pytest.raises(distributed.WorkerError) as info:
+        distributed.launch(distributed.hang_on_rank, 2, 1, backend="gloo", timeout=6)
+    elapsed = time.monotonic() - start
+    assert info.value.rank == 1 and "did not finish within the timeout of 6 s" in str(info.value)
+    assert "hang_on_rank" in info.value.worker_traceback  # the stack of the hung rank
+    assert elapsed < 6 + 5
+
+
+def test_a_rank_that_dies_is_named(no_process_left):
+    with pytest.raises(distributed.WorkerError) as info:
+        distributed.launch(distributed.die_on_rank, 3, 1, backend="gloo", timeout=60)
+    assert info.value.rank == 1 and "died with exit code 3" in str(info.value)
+
+
+def notebook_style_function(rank, world_size):  # stands for a function defined in __main__
+    return rank
+
+
+def test_lambdas_and_nested_functions_are_refused_at_once():
+    def nested(rank, world_size):
+        return rank
+
+    for fn in (lambda rank, world_size: rank, nested):
+        with pytest.raises(ValueError, match="importable module"):
+            distributed.launch(fn, 2)
+
+
+def test_a_function_from_main_is_refused(monkeypatch):
+    monkeypatch.setattr(notebook_style_function, "__module__", "__main__")
+    with pytest.raises(ValueError, match="'notebook_style_function' is defined in '__main__'"):
+        distributed.launch(notebook_style_function, 2)
+
+
+@pytest.mark.parametrize("kwargs, word", [(dict(world_size=0), "world_size"), (dict(world_size=2, timeout=0), "timeout"),
+                                          (dict(world_size=2.0), "world_size")])
+def test_bad_launch_arguments(kwargs, word):
+    world_size = kwargs.pop("world_size")
+    with pytest.raises(ValueError, match=word):
+        distributed.launch(distributed.whoami, world_size, **kwargs)
+
+
+def test_free_port_is_free():
+    import socket
+    port = distributed.free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
