@@ -358,28 +358,34 @@ def time_allreduce_strategies(rank: int, world_size: int, num_tensors: int = 200
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def time_training_step(rank: int, world_size: int, global_batch: int = 512, sizes=(64, 256, 256, 10),
-                       steps: int = 12) -> dict:
-    """Median compute time (forward + backward on this rank's share of a fixed global
-    batch) and communication time (``allreduce_gradients``) of one training step."""
+def time_training_step(rank: int, world_size: int, global_batches: Sequence[int] = (256, 4096),
+                       sizes=(64, 256, 256, 10), steps: int = 12, threads: int = 1) -> dict[int, dict]:
+    """For each global batch size: the median compute time (forward + backward on this
+    rank's share) and communication time (``allreduce_gradients``) of one training step,
+    with ``threads`` threads per process (1: each process stands for one core)."""
+    torch.set_num_threads(threads)
     model = mlp(sizes, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    local = global_batch // world_size
-    x, y = torch.randn(local, sizes[0]), torch.randint(0, sizes[-1], (local,))
-    compute, communicate = [], []
-    for _ in range(steps):
-        dist.barrier()
-        start = time.perf_counter()
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        middle = time.perf_counter()
-        if world_size > 1:
-            allreduce_gradients(model)
-        end = time.perf_counter()
-        opt.step()
-        compute.append(middle - start)
-        communicate.append(end - middle)
-    return {"compute": float(np.median(compute[2:])), "communication": float(np.median(communicate[2:]))}
+    timings = {}
+    for global_batch in global_batches:
+        local = global_batch // world_size
+        x, y = torch.randn(local, sizes[0]), torch.randint(0, sizes[-1], (local,))
+        compute, communicate = [], []
+        for _ in range(steps):
+            dist.barrier()
+            start = time.perf_counter()
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            middle = time.perf_counter()
+            if world_size > 1:
+                allreduce_gradients(model)
+            end = time.perf_counter()
+            opt.step()
+            compute.append(middle - start)
+            communicate.append(end - middle)
+        timings[global_batch] = {"compute": float(np.median(compute[2:])),
+                                 "communication": float(np.median(communicate[2:]))}
+    return timings
 
 
 def time_against_ddp(rank: int, world_size: int, sizes=(512, 1024, 1024, 10), batch: int = 64,
@@ -419,3 +425,31 @@ def time_against_ddp(rank: int, world_size: int, sizes=(512, 1024, 1024, 10), ba
     return {"parameters": parameters, "ours": float(np.median(times["ours"])),
             "ddp": float(np.median(times["ddp"])), "median ratio": float(np.median(ratios)),
             "max difference": _largest_difference(ours, ddp.module)}
+
+
+def train_digits_simulated(num_workers: int = 4, *, steps: int = 150, global_batch: int = 128, lr: float = 0.5,
+                           hidden: int = 32, seed: int = 0, progress: bool = True) -> dict:
+    """Train an MLP on the digits with K simulated workers (steps 1–6 in torch, gradients
+    weighted by shard size), with a progress bar. Returns the loss of each global batch
+    after its step, the test accuracy (297 held-out images) and the model."""
+    from tqdm.auto import tqdm
+
+    from .data import digits
+
+    X, y = (torch.from_numpy(a) for a in digits())
+    order = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
+    train, test = order[:1500], order[1500:]
+    model = mlp((64, hidden, 10), seed=seed)
+    params = dict(model.named_parameters())
+    sizes = even_shard_sizes(global_batch, num_workers)
+    losses = []
+    for step in tqdm(range(steps), desc=f"{num_workers} workers", disable=not progress):
+        batch = train[(step * global_batch + torch.arange(global_batch)) % len(train)]       # step 1 (and split)
+        grads = shard_gradients(model, X[batch], y[batch], sizes)                          # steps 2–4
+        gradient = aggregate_gradients(grads, sizes)                                       # step 5
+        sgd_step(params, gradient, lr, out=params)                                         # step 6, in place
+        with torch.no_grad():
+            losses.append(float(F.cross_entropy(model(X[batch]), y[batch])))
+    with torch.no_grad():
+        accuracy = float((model(X[test]).argmax(1) == y[test]).float().mean())
+    return {"losses": losses, "test accuracy": accuracy, "model": model}

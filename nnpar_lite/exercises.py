@@ -64,3 +64,17 @@ def check_largest_lr(answer) -> bool:
 
     return check_number(answer, largest_stable_lr(article_data()[0]), rel=0.02,
                         hint="Bisect: fit with a learning rate, see whether the loss falls or grows.")
+
+
+# ------------------------------------------------------------------ chapter 03
+def check_sum_reduction_scale(answer) -> bool:
+    """Chapter 03: 4 ranks, 32 samples each, loss reduced with sum, gradients averaged by
+    DDP. By what factor is the gradient larger than that of the mean loss of all 128?"""
+    return check_number(answer, 32, hint="DDP averages the 4 ranks' gradients; each is a sum over 32 samples.")
+
+
+def check_ring_elements(answer) -> bool:
+    """Chapter 03: ring all-reduce of n = 1,000,000 elements over p = 4 ranks. How many
+    elements does each rank send in all (reduce-scatter plus all-gather)?"""
+    return check_number(answer, 2 * 3 / 4 * 1_000_000,
+                        hint="p − 1 steps in each phase; each step sends one chunk of n / p elements.")
