@@ -26,3 +26,12 @@ def test_stored_in_order_without_unexpected_errors(path):
 
 def test_there_is_a_first_chapter():
     assert NOTEBOOKS and NOTEBOOKS[0].name == "00_start_here.ipynb"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_stored_outputs_show_no_path_of_this_machine(path):
+    """Tracebacks are stored with paths relative to the repository (make store-notebooks)."""
+    text = path.read_text(encoding="utf-8")
+    root = str(Path(__file__).resolve().parents[1])
+    for marker in (root, "/root/", "/home/", "/tmp/"):
+        assert marker not in text, f"{path.name} stores the local path {marker!r}"
