@@ -93,3 +93,40 @@ def digits(dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
 
     bunch = load_digits()
     return (bunch.data / 16.0).astype(dtype), bunch.target.astype(np.int64)
+
+
+def dirichlet_split(labels: np.ndarray, num_workers: int, alpha: float, *, seed: int = 0,
+                    min_size: int = 1, max_tries: int = 100) -> list[np.ndarray]:
+    """Split sample indices among K workers with label skew (non-IID), as in Hsu et al. 2019.
+
+    For each class, the shares of its samples going to the K workers are drawn
+    from a symmetric Dirichlet distribution with concentration ``alpha``: large
+    α (say 100) gives every worker nearly the same mix of labels (IID); small α
+    (0.1) gives each worker mostly one or two labels. Draws are repeated until
+    every worker holds at least ``min_size`` samples.
+    """
+    labels = np.asarray(labels)
+    _check_counts(len(labels), num_workers)
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha (the Dirichlet concentration) is {alpha!r}; expected a finite number > 0")
+    if len(labels) < num_workers * min_size:
+        raise ValueError(f"{len(labels)} samples cannot give {num_workers} workers {min_size} each")
+    rng = np.random.default_rng(seed)
+    for _ in range(max_tries):
+        shards: list[list[int]] = [[] for _ in range(num_workers)]
+        for label in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == label))
+            shares = rng.dirichlet(np.full(num_workers, float(alpha)))
+            cuts = (np.cumsum(shares)[:-1] * len(members)).round().astype(int)
+            for worker, part in enumerate(np.split(members, cuts)):
+                shards[worker] += part.tolist()
+        if min(len(s) for s in shards) >= min_size:
+            return [np.sort(np.array(s, dtype=np.int64)) for s in shards]
+    raise ValueError(f"no split with at least {min_size} samples per worker in {max_tries} draws "
+                     f"(alpha={alpha}, {num_workers} workers); raise alpha or lower min_size")
+
+
+def iid_split(num_samples: int, num_workers: int, *, seed: int = 0) -> list[np.ndarray]:
+    """Shuffle the sample indices and deal them into K nearly equal shards (IID)."""
+    order = np.random.default_rng(seed).permutation(num_samples)
+    return [np.sort(part) for part in split_by_sizes(order, even_shard_sizes(num_samples, num_workers))]

@@ -150,30 +150,27 @@ def _with_gradients(params: torch.nn.Module | Iterable[torch.Tensor]) -> list[to
     return [p for p in params if p.requires_grad and p.grad is not None]
 
 
-def allreduce_gradients(params: torch.nn.Module | Iterable[torch.Tensor], *, weight: float | None = None,
-                        bucket_mb: float = 25.0, group=None) -> None:
-    """Seed 3.1 step 5 across processes: average every ``.grad`` in place over the group.
+def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = None, bucket_mb: float = 25.0,
+                    group=None) -> None:
+    """Average the given tensors in place over the group, bucket by bucket.
 
-        without weight:  g ← 1/K Σ_r g_r           (what DDP computes)
-        with weight w_r: g ← Σ_r w_r g_r / Σ_r w_r   (w_r = local sample count: the exact
-                                                     gradient of the global mean loss)
+        without weight:  t ← 1/K Σ_r t_r
+        with weight w_r: t ← Σ_r w_r t_r / Σ_r w_r
 
-    Gradients are flattened into buckets of at most ``bucket_mb`` MiB in reverse
-    parameter order, one all-reduce each, all in flight at once. Parameters with
-    ``requires_grad=False`` or no ``.grad`` are left alone. Every rank must call it
-    with the same parameters, in the same order.
+    Tensors are flattened into buckets of at most ``bucket_mb`` MiB in reverse
+    order, one all-reduce each, all in flight at once; Σ_r w_r rides along at
+    the end of the last bucket, so weighting costs no extra round trip. Every
+    rank must pass tensors of the same shapes in the same order.
     """
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, numbers.Real)
                                or not math.isfinite(weight) or weight < 0):
         raise ValueError(f"weight must be a finite number ≥ 0 (the local sample count), got {weight!r}")
-    params = _with_gradients(params)
     world = dist.get_world_size(group)
-    if not params:
+    if not tensors:
         return
-    buckets = plan_buckets(params, bucket_mb)
-    flats = [torch.cat([params[i].grad.reshape(-1) for i in bucket]) for bucket in buckets]
+    buckets = plan_buckets(tensors, bucket_mb)
+    flats = [torch.cat([tensors[i].reshape(-1) for i in bucket]) for bucket in buckets]
     if weight is not None:
-        # Σ_r w_r rides along at the end of the last bucket: no extra round trip.
         for flat in flats:
             flat.mul_(float(weight))
         flats[-1] = torch.cat([flats[-1], flats[-1].new_tensor([float(weight)])])
@@ -185,16 +182,32 @@ def allreduce_gradients(params: torch.nn.Module | Iterable[torch.Tensor], *, wei
         flats[-1] = flats[-1][:-1]
         if total <= 0:
             raise ValueError("the weights of all ranks add up to 0: no rank has a sample")
-        scale = 1.0 / total
-    else:
-        scale = 1.0 / world
-    for bucket, flat in zip(buckets, flats):
-        flat.mul_(scale)
-        offset = 0
-        for i in bucket:
-            g = params[i].grad
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+    scale = 1.0 / (total if weight is not None else world)
+    with torch.no_grad():
+        for bucket, flat in zip(buckets, flats):
+            flat.mul_(scale)
+            offset = 0
+            for i in bucket:
+                t = tensors[i]
+                t.copy_(flat[offset:offset + t.numel()].view_as(t))
+                offset += t.numel()
+
+
+def allreduce_gradients(params: torch.nn.Module | Iterable[torch.Tensor], *, weight: float | None = None,
+                        bucket_mb: float = 25.0, group=None) -> None:
+    """Seed 3.1 step 5 across processes: average every ``.grad`` in place over the group.
+
+        without weight:  g ← 1/K Σ_r g_r           (what DDP computes)
+        with weight w_r: g ← Σ_r w_r g_r / Σ_r w_r   (w_r = local sample count: the exact
+                                                     gradient of the global mean loss)
+
+    Gradients are flattened into buckets of at most ``bucket_mb`` MiB in reverse
+    parameter order (backward produces the last layer's first), one all-reduce
+    per bucket (:func:`allreduce_mean_`). Parameters with ``requires_grad=False``
+    or no ``.grad`` are left alone. Every rank must call it with the same
+    parameters, in the same order.
+    """
+    allreduce_mean_([p.grad for p in _with_gradients(params)], weight=weight, bucket_mb=bucket_mb, group=group)
 
 
 def allreduce_gradients_naive(params: torch.nn.Module | Iterable[torch.Tensor], *, group=None) -> None:

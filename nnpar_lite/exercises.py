@@ -78,3 +78,30 @@ def check_ring_elements(answer) -> bool:
     elements does each rank send in all (reduce-scatter plus all-gather)?"""
     return check_number(answer, 2 * 3 / 4 * 1_000_000,
                         hint="p − 1 steps in each phase; each step sends one chunk of n / p elements.")
+
+
+# ------------------------------------------------------------------ chapter 04
+def check_bytes_per_epoch(answer) -> bool:
+    """Chapter 04: P = 2,410 float32 parameters, K = 4 workers, 12 local steps per epoch,
+    averaged every H = 4 steps by a ring all-reduce. Bytes sent per worker per epoch?"""
+    return check_number(answer, 12 / 4 * 2 * 3 / 4 * 2410 * 4,
+                        hint="rounds per epoch × 2 (K − 1)/K × P values × 4 bytes.")
+
+
+def check_permutation(model, permutation) -> bool:
+    """Chapter 04: does ``permutation`` of the hidden units leave the function unchanged while
+    moving the parameters? (It must not be the identity.)"""
+    import torch
+
+    from .model_averaging import permute_hidden_units
+
+    try:
+        permuted = permute_hidden_units(model, permutation)
+    except (ValueError, TypeError, IndexError) as error:
+        return _verdict(False, "", f"not a permutation of the hidden units: {error}")
+    x = torch.randn(16, model[0].in_features)
+    with torch.no_grad():
+        same_function = torch.allclose(model(x), permuted(x), atol=1e-6)
+        moved = any(not torch.equal(p, q) for p, q in zip(model.parameters(), permuted.parameters()))
+    return _verdict(same_function and moved, "Same function, different parameters: averaging the two would not "
+                    "give back the function.", "That one leaves the parameters where they were (the identity?).")

@@ -1,0 +1,114 @@
+"""Chapter 04: local SGD / federated averaging on the digits, IID and non-IID."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ..data import digits, dirichlet_split, iid_split
+from ..model_averaging import communication_per_epoch, evaluate, local_sgd, parameter_count, synchronous_sgd
+
+_DATA = None
+
+
+def digits_split():
+    """1,500 training and 297 test digits as tensors (cached)."""
+    global _DATA
+    if _DATA is None:
+        X, y = (torch.from_numpy(a) for a in digits())
+        _DATA = (X[:1500], y[:1500], X[1500:], y[1500:])
+    return _DATA
+
+
+def shards_for(num_workers: int, alpha: float | None, seed: int = 0) -> list[np.ndarray]:
+    """IID shards for ``alpha=None``, else a Dirichlet label-skew split with concentration α."""
+    _, y, _, _ = digits_split()
+    if alpha is None:
+        return iid_split(len(y), num_workers, seed=seed)
+    return dirichlet_split(y.numpy(), num_workers, alpha, seed=seed)
+
+
+def label_histogram_figure(num_workers: int = 4, alphas=(None, 1.0, 0.1)):
+    """Which labels each worker holds, for IID and for Dirichlet splits of decreasing α."""
+    _, y, _, _ = digits_split()
+    fig, axes = plt.subplots(1, len(alphas), figsize=(3.3 * len(alphas), 2.8), sharey=True)
+    for ax, alpha in zip(np.atleast_1d(axes), alphas):
+        counts = np.array([np.bincount(y[s].numpy(), minlength=10) for s in shards_for(num_workers, alpha)])
+        bottom = np.zeros(num_workers)
+        for label in range(10):
+            ax.bar(range(num_workers), counts[:, label], bottom=bottom, color=plt.cm.tab10(label), label=str(label))
+            bottom += counts[:, label]
+        ax.set_title("IID" if alpha is None else f"Dirichlet α = {alpha:g}", fontsize=9)
+        ax.set_xlabel("worker")
+        ax.set_xticks(range(num_workers))
+    np.atleast_1d(axes)[0].set_ylabel("samples")
+    np.atleast_1d(axes)[-1].legend(title="label", fontsize=6, title_fontsize=7, ncol=2, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def compare_schemes(num_workers: int = 4, local_steps: int = 8, alpha: float | None = 0.1, lr: float = 0.5,
+                    total_steps: int = 160) -> dict:
+    """Test accuracy of local SGD (averaged every H steps), synchronous data parallelism and
+    each worker alone, all for the same number of local steps on the same shards."""
+    x, y, x_test, y_test = digits_split()
+    shards = shards_for(num_workers, alpha)
+    rounds = max(total_steps // local_steps, 1)
+    averaged = local_sgd(x, y, shards, local_steps=local_steps, rounds=rounds, lr=lr, eval_on=(x_test, y_test))
+    sync = synchronous_sgd(x, y, shards, steps=rounds * local_steps, lr=lr, eval_on=(x_test, y_test))
+    alone = [synchronous_sgd(x, y, [shard], steps=rounds * local_steps, lr=lr)["model"] for shard in shards]
+    return {
+        "averaged": [h["accuracy"] for h in averaged["history"]],
+        "averaged steps": [r * local_steps for r in range(rounds + 1)],
+        "synchronous": [h["accuracy"] for h in sync["history"]],
+        "alone": [evaluate(m, x_test, y_test)["accuracy"] for m in alone],
+        "shard sizes": [len(s) for s in shards],
+        "communication": communication_per_epoch(parameter_count(averaged["model"]), num_workers, local_steps),
+    }
+
+
+def compare_schemes_figure(num_workers: int = 4, local_steps: int = 8, alpha: float | None = 0.1,
+                           lr: float = 0.5, total_steps: int = 160):
+    r = compare_schemes(num_workers, local_steps, alpha, lr, total_steps)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.plot(r["synchronous"], color="k", lw=1.5, label=f"synchronous data parallel: {r['synchronous'][-1]:.3f}")
+    ax.plot(r["averaged steps"], r["averaged"], "o-", ms=3, color="C3",
+            label=f"averaged every H = {local_steps} steps: {r['averaged'][-1]:.3f}")
+    for i, acc in enumerate(r["alone"]):
+        ax.axhline(acc, color="C0", ls=":", lw=1, label="each worker alone" if i == 0 else None)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("local steps per worker")
+    ax.set_ylabel("test accuracy")
+    split = "IID" if alpha is None else f"α = {alpha:g}"
+    ax.set_title(f"K = {num_workers}, {split}, shards {r['shard sizes']}, η = {lr:g}; "
+                 f"{r['communication']['bytes'] / 1e3:.1f} kB per worker per epoch", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig, r
+
+
+def compare_schemes_widget():
+    """Sliders for K, H, α (0 stands for IID) and the learning rate."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    workers = widgets.IntSlider(value=4, min=2, max=8, description="K workers")
+    steps = widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32], value=8, description="H")
+    alpha = widgets.SelectionSlider(options=[("IID", 0.0), ("10", 10.0), ("1", 1.0), ("0.3", 0.3), ("0.1", 0.1),
+                                             ("0.03", 0.03)], value=0.1, description="α")
+    lr = widgets.FloatSlider(value=0.5, min=0.05, max=1.0, step=0.05, description="η")
+    out = widgets.Output()
+
+    def redraw(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig, _ = compare_schemes_figure(workers.value, steps.value, alpha.value or None, lr.value)
+            plt.show(fig)
+
+    for w in (workers, steps, alpha, lr):
+        w.observe(redraw, "value")
+    redraw()
+    box = widgets.VBox([widgets.HBox([workers, steps]), widgets.HBox([alpha, lr]), out])
+    display(box)
+    return box
