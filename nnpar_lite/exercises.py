@@ -105,3 +105,23 @@ def check_permutation(model, permutation) -> bool:
         moved = any(not torch.equal(p, q) for p, q in zip(model.parameters(), permuted.parameters()))
     return _verdict(same_function and moved, "Same function, different parameters: averaging the two would not "
                     "give back the function.", "That one leaves the parameters where they were (the identity?).")
+
+
+# ------------------------------------------------------------------ chapter 05
+def check_microbatches_for_bubble(answer) -> bool:
+    """Chapter 05: with p = 4 stages, the smallest number of micro-batches m for which the
+    bubble (p − 1)/(m + p − 1) is below 10 %."""
+    from .costmodel import bubble_fraction
+
+    smallest = next(m for m in range(1, 1000) if bubble_fraction(4, m) < 0.1)
+    return check_number(answer, smallest, hint="Solve 3 / (m + 3) < 0.1 for the smallest whole m.")
+
+
+def check_halo_pixels(answer) -> bool:
+    """Chapter 05: a 3×3 'same' convolution on a 64×64 image cut into 2×2 tiles. How many
+    pixels does the top-left tile receive from its neighbours?"""
+    from .spatial import halo_fraction
+
+    return check_number(answer, halo_fraction(64, 64, (2, 2), 3)["halo pixels"] / 4,
+                        hint="Its window is one row and one column larger on the inner sides; the outer "
+                             "sides are zero padding, which nobody sends.")
