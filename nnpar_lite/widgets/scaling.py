@@ -1,0 +1,187 @@
+"""Chapters 01 and 06: parallel laws, communication costs, heterogeneous workers, memory."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .. import costmodel
+from ..data import split_by_sizes
+from ..formulas import average_losses
+
+
+# ----------------------------------------------------------- chapter 01
+def laws_figure(parallel_fraction: float = 0.9, max_workers: int = 64, measured: dict | None = None):
+    """Amdahl's and Gustafson's speed-ups against the number of workers, with measured points."""
+    p = np.arange(1, max_workers + 1)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(p, p, "k:", lw=1, label="ideal (S = p)")
+    ax.plot(p, [costmodel.amdahl_speedup(parallel_fraction, w) for w in p], label="Amdahl, fixed problem")
+    ax.plot(p, [costmodel.gustafson_speedup(parallel_fraction, w) for w in p], label="Gustafson, problem grows with p")
+    ax.axhline(1 / (1 - parallel_fraction) if parallel_fraction < 1 else np.nan, color="C0", ls="--", lw=0.8,
+               label=f"Amdahl's limit 1/(1−f) = {1 / max(1 - parallel_fraction, 1e-9):.3g}")
+    if measured:
+        ax.plot(list(measured), list(measured.values()), "o", color="C3", ms=7, label="measured here (matmul)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("workers p")
+    ax.set_ylabel("speed-up S")
+    ax.set_title(f"parallel fraction f = {parallel_fraction}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def laws_widget(measured: dict | None = None):
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    fraction = widgets.FloatSlider(value=0.9, min=0.0, max=1.0, step=0.01, description="f parallel")
+    workers = widgets.IntSlider(value=64, min=2, max=1024, description="max p")
+    out = widgets.Output()
+
+    def redraw(*_):
+        with out:
+            out.clear_output(wait=True)
+            plt.show(laws_figure(fraction.value, workers.value, measured))
+
+    for w in (fraction, workers):
+        w.observe(redraw, "value")
+    redraw()
+    box = widgets.VBox([widgets.HBox([fraction, workers]), out])
+    display(box)
+    return box
+
+
+# ----------------------------------------------------------- chapter 06
+def calibration_figure(measured: dict[int, float], alpha: float, beta: float, held_out: int | None = None,
+                       world_size: int = 2):
+    sizes = np.array(sorted(measured))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fitted = [n for n in sizes if n != held_out]
+    ax.loglog(fitted, [measured[n] * 1e3 for n in fitted], "o", label="measured (fitted)")
+    if held_out is not None:
+        ax.loglog([held_out], [measured[held_out] * 1e3], "s", color="C3", ms=8, label="measured (held out)")
+    grid = np.geomspace(sizes.min(), sizes.max(), 100)
+    ax.loglog(grid, [costmodel.ring_allreduce_time(n, world_size, alpha, beta) * 1e3 for n in grid], "k-",
+              label=f"ring model: α = {alpha * 1e6:.0f} µs, 1/β = {1 / beta / 1e9:.2f} GB/s")
+    ax.set_xlabel("bytes all-reduced")
+    ax.set_ylabel("ms")
+    ax.set_title(f"dist.all_reduce, gloo, {world_size} processes on this machine", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def collectives_figure(alpha: float, beta: float, world_size: int = 8):
+    """Predicted all-reduce time of the ring, the tree and a parameter server, by message size."""
+    sizes = np.geomspace(1e2, 1e9, 120)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, formula in costmodel.ALLREDUCE_TIMES.items():
+        ax.loglog(sizes, [formula(n, world_size, alpha, beta) for n in sizes], label=name)
+    ax.set_xlabel("bytes per process")
+    ax.set_ylabel("seconds (predicted)")
+    ax.set_title(f"p = {world_size}, with the α and β measured here", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def heterogeneous_step(speeds, global_batch: int = 120, proportional: bool = False) -> dict:
+    """Synchronous data parallelism with workers of different speeds (samples per second).
+
+    Equal shards: every step waits for the slowest. Shards in proportion to
+    speed: all finish together, but the shard losses must then be weighted by
+    shard size to give the batch's mean loss."""
+    speeds = np.asarray(speeds, dtype=float)
+    if np.any(speeds <= 0):
+        raise ValueError("every worker's speed must be positive")
+    k = len(speeds)
+    if proportional:
+        raw = global_batch * speeds / speeds.sum()
+        sizes = np.maximum(np.floor(raw).astype(int), 1)
+        for i in np.argsort(-(raw - sizes))[: global_batch - sizes.sum()]:
+            sizes[i] += 1
+    else:
+        sizes = np.array([global_batch // k + (1 if i < global_batch % k else 0) for i in range(k)])
+    compute = sizes / speeds
+    losses = 0.2 + 1.8 * np.linspace(0, 1, global_batch) ** 2  # per-sample losses, harder further on
+    shard_means = [float(s.mean()) for s in split_by_sizes(losses, sizes.tolist())]
+    return {"sizes": sizes.tolist(), "compute": compute, "step": float(compute.max()),
+            "idle": float(1 - compute.sum() / (k * compute.max())),
+            "true loss": float(losses.mean()),
+            "plain mean of shard losses": float(average_losses(shard_means)),
+            "weighted mean of shard losses": float(average_losses(shard_means, weights=sizes.tolist()))}
+
+
+def heterogeneous_figure(speeds=(1.0, 2.0, 4.0), global_batch: int = 120):
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
+    results = {}
+    for ax, proportional in zip(axes, (False, True)):
+        r = heterogeneous_step(speeds, global_batch, proportional)
+        results["proportional" if proportional else "equal"] = r
+        for i, (c, n) in enumerate(zip(r["compute"], r["sizes"])):
+            ax.barh(i, c, color="C0")
+            ax.barh(i, r["step"] - c, left=c, color="lightgrey")
+            ax.text(0.02 * r["step"], i, f"n={n}", va="center", fontsize=8, color="w")
+        ax.set_yticks(range(len(speeds)), [f"worker {i} (speed {s:g})" for i, s in enumerate(speeds)])
+        ax.set_xlabel("time in one step (grey: waiting for the slowest)")
+        ax.set_title(f"{'shards ∝ speed' if proportional else 'equal shards'}: step {r['step']:.1f}, "
+                     f"idle {r['idle']:.0%}", fontsize=9)
+    fig.tight_layout()
+    return fig, results
+
+
+def heterogeneous_widget():
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    sliders = [widgets.FloatSlider(value=v, min=0.25, max=8, step=0.25, description=f"speed {i}")
+               for i, v in enumerate((1.0, 2.0, 4.0))]
+    out = widgets.Output()
+
+    def redraw(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig, results = heterogeneous_figure([s.value for s in sliders])
+            plt.show(fig)
+            r = results["proportional"]
+            print(f"shards ∝ speed {r['sizes']}: true mean loss {r['true loss']:.4f}, plain mean of shard losses "
+                  f"{r['plain mean of shard losses']:.4f}, weighted {r['weighted mean of shard losses']:.4f}")
+
+    for s in sliders:
+        s.observe(redraw, "value")
+    redraw()
+    box = widgets.VBox([widgets.HBox(sliders), out])
+    display(box)
+    return box
+
+
+def memory_figure(num_params: float = 7e9, activation_bytes: float = 40e9, devices: int = 8):
+    """Per-device training memory of one model under several ways of splitting it."""
+    layouts = {
+        "1 device": dict(),
+        f"data ×{devices}": dict(data_parallel=devices),
+        f"ZeRO-1 ×{devices}": dict(data_parallel=devices, zero_stage=1),
+        f"ZeRO-2 ×{devices}": dict(data_parallel=devices, zero_stage=2),
+        f"ZeRO-3 ×{devices}": dict(data_parallel=devices, zero_stage=3),
+        f"tensor ×{devices}": dict(tensor_parallel=devices),
+        f"tensor ×2, pipeline ×2, ZeRO-1 ×{devices // 4}": dict(tensor_parallel=2, pipeline_parallel=2,
+                                                               data_parallel=max(devices // 4, 1), zero_stage=1),
+    }
+    results = {name: costmodel.training_memory(num_params, optimizer="adam", activation_bytes=activation_bytes, **kw)
+               for name, kw in layouts.items()}
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    left = np.zeros(len(results))
+    for part, color in zip(("parameters", "gradients", "optimizer state", "activations"), ("C0", "C1", "C2", "C7")):
+        values = np.array([r[part] / 2 ** 30 for r in results.values()])
+        ax.barh(list(results), values, left=left, color=color, label=part)
+        left += values
+    ax.axvline(80, color="k", ls=":", lw=1)
+    ax.text(80, -0.6, " 80 GiB (one large GPU)", fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("GiB per device (float32 weights, Adam)")
+    ax.set_title(f"training a {num_params / 1e9:g}B-parameter model", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig, results
