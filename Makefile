@@ -10,7 +10,7 @@ LAB_ARGS ?=
 # Jupyter refuses to run as root (containers, Binder-like images) unless told.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test unit notebooks store-notebooks env clean
+.PHONY: lab test unit notebooks browser-test html store-notebooks env clean
 
 env: $(STAMP)
 
@@ -26,7 +26,7 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_start_here.ipynb
 
-test: unit notebooks
+test: unit notebooks browser-test
 
 unit: $(STAMP)
 	$(PY) -m pytest tests
@@ -45,6 +45,21 @@ store-notebooks: $(STAMP)
 	env -u MPLBACKEND $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=300 notebooks/[0-9]*.ipynb
 	$(PY) scripts/relative_paths.py notebooks/[0-9]*.ipynb
+
+# JupyterLab in headless Chromium: every chapter run, its widget moved, a screenshot taken
+# (build/screenshots). Needs Debian's chromium; CI installs it and sets NNPAR_REQUIRE_BROWSER.
+CHROMIUM ?= /usr/bin/chromium
+browser-test: $(STAMP)
+	@if [ -x "$(CHROMIUM)" ] || [ -n "$$NNPAR_REQUIRE_BROWSER" ]; then \
+		NNPAR_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -p no:cacheprovider -m browser tests/browser; \
+	else \
+		echo "SKIPPED the browser suite: no Chromium at $(CHROMIUM) (apt-get install chromium, then make browser-test)"; \
+	fi
+
+# The executed chapters as static HTML pages, for reading without Jupyter: build/html/index.html.
+html: $(STAMP)
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/html notebooks/[0-9]*.ipynb
+	$(PY) scripts/html_index.py build/html
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

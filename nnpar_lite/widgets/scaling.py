@@ -185,3 +185,26 @@ def memory_figure(num_params: float = 7e9, activation_bytes: float = 40e9, devic
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig, results
+
+
+def memory_widget():
+    """Model size and number of devices → memory per device under each way of splitting."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    billions = widgets.FloatLogSlider(value=7, base=10, min=-1, max=3, step=0.1, description="B params")
+    devices = widgets.SelectionSlider(options=[4, 8, 16, 32, 64], value=8, description="devices")
+    out = widgets.Output()
+
+    def redraw(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig, _ = memory_figure(billions.value * 1e9, activation_bytes=0.0, devices=devices.value)
+            plt.show(fig)
+
+    for w in (billions, devices):
+        w.observe(redraw, "value")
+    redraw()
+    box = widgets.VBox([widgets.HBox([billions, devices]), out])
+    display(box)
+    return box

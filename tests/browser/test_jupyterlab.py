@@ -1,0 +1,128 @@
+"""The workbook as learners meet it: JupyterLab in a real browser (headless Chromium).
+
+For each chapter: open it in JupyterLab, run all cells in a fresh kernel, wait for the
+kernel to go idle, then check that no cell failed except those tagged to fail, that the
+chapter's main widget rendered (its slider is visible), and that moving the slider
+redraws the figure it drives. A screenshot of each chapter goes to build/screenshots/.
+
+Needs Chromium at /usr/bin/chromium (Debian's package `chromium`; Playwright's own
+browser download is not used). Run with `make browser-test`.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("NNPAR_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+CHAPTERS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
+SCREENSHOTS = ROOT / "build" / "screenshots"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("NNPAR_REQUIRE_BROWSER"),
+                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on a free port with a token, serving a copy of the notebooks (running them
+    in the browser must not change the stored ones)."""
+    from nnpar_lite.distributed import free_port
+
+    folder = tmp_path_factory.mktemp("lab")
+    for name in CHAPTERS:
+        shutil.copy(ROOT / "notebooks" / name, folder / name)
+    port, token = free_port(), "nnpar-browser-test"
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+               f"--ServerApp.token={token}", f"--ServerApp.root_dir={folder}", "--LabApp.expose_app_in_browser=True",
+               "--LabApp.news_url=None", "--ServerApp.allow_root=True"]
+    log = open(folder / "lab.log", "w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"JupyterLab did not start: {(folder / 'lab.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield base, token
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+KERNEL_IDLE = """(path) => {
+    const panel = window.jupyterapp?.shell.currentWidget;
+    return panel?.context?.path === path && panel.sessionContext?.session?.kernel?.status === 'idle';
+}"""
+ALL_CELLS_RUN = """() => {
+    const panel = window.jupyterapp.shell.currentWidget;
+    const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+    return panel.sessionContext?.session?.kernel?.status === 'idle'
+        && cells.every(c => c.model.executionCount !== null && !c.promptNode.textContent.includes('*'));
+}"""
+CELL_ERRORS = """() => window.jupyterapp.shell.currentWidget.content.widgets
+    .map((cell, index) => ({index, type: cell.model.type, tags: cell.model.getMetadata('tags') || [],
+        errors: cell.model.type === 'code'
+            ? cell.model.outputs.toJSON().filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue)
+            : []}))
+    .filter(cell => cell.errors.length > 0)"""
+IMAGE_CHANGED = "([box, old]) => { const img = box.querySelector('img'); return img && img.getAttribute('src') !== old; }"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_runs_in_jupyterlab_and_its_widget_responds(lab, browser, chapter):
+    base, token = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        # A workspace of its own, reset: only this chapter open, whatever ran before.
+        page.goto(f"{base}/lab/workspaces/{Path(chapter).stem}/tree/{chapter}?reset&token={token}")
+        page.wait_for_function(KERNEL_IDLE, arg=chapter, timeout=90_000)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_function(ALL_CELLS_RUN, timeout=240_000, polling=500)
+
+        failed = page.evaluate(CELL_ERRORS)
+        unexpected = [cell for cell in failed if "raises-exception" not in cell["tags"]]
+        assert not unexpected, f"{chapter}: cells failed in JupyterLab: {unexpected}"
+
+        widget = page.locator(".jupyter-widgets.widget-vbox").first
+        widget.scroll_into_view_if_needed()
+        slider = widget.locator(".widget-slider").first
+        assert slider.is_visible(), f"{chapter}: the main widget's slider is not visible"
+        widget.locator("img").first.wait_for(timeout=60_000)
+        before = widget.locator("img").first.get_attribute("src")
+        widget.locator(".noUi-handle").first.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(IMAGE_CHANGED, arg=[widget.element_handle(), before], timeout=60_000)
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{Path(chapter).stem}.png"))
+    finally:
+        page.close()
