@@ -1,2 +1,31 @@
-"""One widget builder per chapter. The callbacks are plain functions that return
-figures, so tests can call them without a browser; only the builders touch ipywidgets."""
+"""One widget builder per chapter. The callbacks are plain functions that return figures,
+so tests can call them without a browser; only the builders touch ipywidgets."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+def interactive_figure(controls: dict, layout: list[list[str]], draw: Callable):
+    """Rows of ``controls`` (name → ipywidget) above an output area that shows
+    ``draw(**values)``, the figure for the controls' current values, redrawn whenever
+    one of them changes. Anything ``draw`` prints appears above the figure."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    out = widgets.Output()
+
+    def redraw(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig = draw(**{name: control.value for name, control in controls.items()})
+            display(fig)
+            plt.close(fig)  # shown once, in the output area; closed so pyplot does not show it again
+
+    for control in controls.values():
+        control.observe(redraw, "value")
+    redraw()
+    box = widgets.VBox([widgets.HBox([controls[name] for name in row]) for row in layout] + [out])
+    display(box)
+    return box

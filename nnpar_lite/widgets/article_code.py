@@ -8,6 +8,7 @@ from ..data import article_data, even_shard_sizes, standardize
 from ..data_parallel import train_simulated
 from ..model_averaging import train_local_sgd
 from ..models import LinearRegression, TanhNetwork
+from . import interactive_figure
 
 
 def training_curves(num_workers: int = 2, lr: float = 0.03, epochs: int = 200, local_steps: int = 10) -> dict:
@@ -56,22 +57,10 @@ def training_figure(num_workers: int = 2, lr: float = 0.03, epochs: int = 200, l
 def training_widget():
     """Sliders for K, the learning rate and the number of steps."""
     import ipywidgets as widgets
-    from IPython.display import display
 
-    workers = widgets.IntSlider(value=3, min=1, max=4, description="K workers")
-    lr = widgets.FloatSlider(value=0.03, min=0.002, max=0.05, step=0.002, description="η", readout_format=".3f")
-    epochs = widgets.IntSlider(value=200, min=20, max=1000, step=20, description="steps")
-    out = widgets.Output()
-
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig, _ = training_figure(workers.value, lr.value, epochs.value)
-            plt.show(fig)
-
-    for w in (workers, lr, epochs):
-        w.observe(redraw, "value")
-    redraw()
-    box = widgets.VBox([widgets.HBox([workers, lr, epochs]), out])
-    display(box)
-    return box
+    controls = {
+        "num_workers": widgets.IntSlider(value=3, min=1, max=4, description="K workers"),
+        "lr": widgets.FloatSlider(value=0.03, min=0.002, max=0.05, step=0.002, description="η", readout_format=".3f"),
+        "epochs": widgets.IntSlider(value=200, min=20, max=1000, step=20, description="steps"),
+    }
+    return interactive_figure(controls, [["num_workers", "lr", "epochs"]], lambda **v: training_figure(**v)[0])

@@ -10,6 +10,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ..data import digits, skewed_shard_sizes
 from ..data_parallel import aggregate_gradients, big_batch_gradient, mlp, shard_gradients
+from . import interactive_figure
 
 
 def six_steps_diagram(num_workers: int = 3):
@@ -96,23 +97,12 @@ def gradient_comparison_figure(num_workers: int = 3, skew: float = 0.6, reductio
 def gradient_comparison_widget():
     """K, the skew of the shard sizes, mean or sum reduction, weighted or not."""
     import ipywidgets as widgets
-    from IPython.display import display
 
-    workers = widgets.IntSlider(value=3, min=1, max=6, description="K workers")
-    skew = widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="skew")
-    reduction = widgets.ToggleButtons(options=["mean", "sum"], description="loss")
-    weighted = widgets.Checkbox(value=True, description="weight by shard size")
-    out = widgets.Output()
-
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig, _ = gradient_comparison_figure(workers.value, skew.value, reduction.value, weighted.value)
-            plt.show(fig)
-
-    for w in (workers, skew, reduction, weighted):
-        w.observe(redraw, "value")
-    redraw()
-    box = widgets.VBox([widgets.HBox([workers, skew]), widgets.HBox([reduction, weighted]), out])
-    display(box)
-    return box
+    controls = {
+        "num_workers": widgets.IntSlider(value=3, min=1, max=6, description="K workers"),
+        "skew": widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="skew"),
+        "reduction": widgets.ToggleButtons(options=["mean", "sum"], description="loss"),
+        "weighted": widgets.Checkbox(value=True, description="weight by shard size"),
+    }
+    return interactive_figure(controls, [["num_workers", "skew"], ["reduction", "weighted"]],
+                              lambda **v: gradient_comparison_figure(**v)[0])

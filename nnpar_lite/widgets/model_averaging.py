@@ -8,6 +8,7 @@ import torch
 
 from ..data import digits, dirichlet_split, iid_split
 from ..model_averaging import communication_per_epoch, evaluate, local_sgd, parameter_count, synchronous_sgd
+from . import interactive_figure
 
 _DATA = None
 
@@ -89,26 +90,15 @@ def compare_schemes_figure(num_workers: int = 4, local_steps: int = 8, alpha: fl
 
 
 def compare_schemes_widget():
-    """Sliders for K, H, α (0 stands for IID) and the learning rate."""
+    """Sliders for K, H, α (IID at the left end) and the learning rate."""
     import ipywidgets as widgets
-    from IPython.display import display
 
-    workers = widgets.IntSlider(value=4, min=2, max=8, description="K workers")
-    steps = widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32], value=8, description="H")
-    alpha = widgets.SelectionSlider(options=[("IID", 0.0), ("10", 10.0), ("1", 1.0), ("0.3", 0.3), ("0.1", 0.1),
-                                             ("0.03", 0.03)], value=0.1, description="α")
-    lr = widgets.FloatSlider(value=0.5, min=0.05, max=1.0, step=0.05, description="η")
-    out = widgets.Output()
-
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig, _ = compare_schemes_figure(workers.value, steps.value, alpha.value or None, lr.value)
-            plt.show(fig)
-
-    for w in (workers, steps, alpha, lr):
-        w.observe(redraw, "value")
-    redraw()
-    box = widgets.VBox([widgets.HBox([workers, steps]), widgets.HBox([alpha, lr]), out])
-    display(box)
-    return box
+    controls = {
+        "num_workers": widgets.IntSlider(value=4, min=2, max=8, description="K workers"),
+        "local_steps": widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32], value=8, description="H"),
+        "alpha": widgets.SelectionSlider(options=[("IID", None), ("10", 10.0), ("1", 1.0), ("0.3", 0.3),
+                                                  ("0.1", 0.1), ("0.03", 0.03)], value=0.1, description="α"),
+        "lr": widgets.FloatSlider(value=0.5, min=0.05, max=1.0, step=0.05, description="η"),
+    }
+    return interactive_figure(controls, [["num_workers", "local_steps"], ["alpha", "lr"]],
+                              lambda **v: compare_schemes_figure(**v)[0])

@@ -11,6 +11,7 @@ from ..costmodel import bubble_fraction
 from ..pipeline import SCHEDULES, activations_held, idle_fraction, simulate_timeline
 from ..spatial import halo_fraction, spatial_conv2d, tiles
 from ..tensor_parallel import blocks_held
+from . import interactive_figure
 
 
 def pipeline_figure(num_stages: int = 4, num_microbatches: int = 8, schedule: str = "gpipe",
@@ -41,25 +42,12 @@ def pipeline_figure(num_stages: int = 4, num_microbatches: int = 8, schedule: st
 
 def pipeline_widget():
     import ipywidgets as widgets
-    from IPython.display import display
 
-    stages = widgets.IntSlider(value=4, min=1, max=8, description="p stages")
-    micro = widgets.IntSlider(value=8, min=1, max=24, description="m micro-b.")
-    schedule = widgets.ToggleButtons(options=["gpipe", "1f1b"], description="schedule")
-    out = widgets.Output()
-
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig, _ = pipeline_figure(stages.value, micro.value, schedule.value)
-            plt.show(fig)
-
-    for w in (stages, micro, schedule):
-        w.observe(redraw, "value")
-    redraw()
-    box = widgets.VBox([widgets.HBox([stages, micro]), schedule, out])
-    display(box)
-    return box
+    controls = {"num_stages": widgets.IntSlider(value=4, min=1, max=8, description="p stages"),
+                "num_microbatches": widgets.IntSlider(value=8, min=1, max=24, description="m micro-b."),
+                "schedule": widgets.ToggleButtons(options=["gpipe", "1f1b"], description="schedule")}
+    return interactive_figure(controls, [["num_stages", "num_microbatches"], ["schedule"]],
+                              lambda **v: pipeline_figure(**v)[0])
 
 
 def tensor_split_figure(out_features: int = 8, in_features: int = 6, num_workers: int = 3):
@@ -130,25 +118,12 @@ def halo_figure(grid=(2, 3), kernel: int = 5, highlight: int | None = None):
 
 def halo_widget():
     import ipywidgets as widgets
-    from IPython.display import display
 
-    rows = widgets.IntSlider(value=2, min=1, max=6, description="grid rows")
-    cols = widgets.IntSlider(value=3, min=1, max=6, description="grid cols")
-    kernel = widgets.IntSlider(value=5, min=1, max=15, step=2, description="kernel")
-    out = widgets.Output()
-
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig, _ = halo_figure((rows.value, cols.value), kernel.value)
-            plt.show(fig)
-
-    for w in (rows, cols, kernel):
-        w.observe(redraw, "value")
-    redraw()
-    box = widgets.VBox([widgets.HBox([rows, cols, kernel]), out])
-    display(box)
-    return box
+    controls = {"rows": widgets.IntSlider(value=2, min=1, max=6, description="grid rows"),
+                "cols": widgets.IntSlider(value=3, min=1, max=6, description="grid cols"),
+                "kernel": widgets.IntSlider(value=5, min=1, max=15, step=2, description="kernel")}
+    return interactive_figure(controls, [["rows", "cols", "kernel"]],
+                              lambda rows, cols, kernel: halo_figure((rows, cols), kernel)[0])
 
 
 def halo_growth_figure(size: int = 96, kernel: int = 3, grids=(1, 2, 3, 4, 6, 8, 12, 16)):

@@ -8,6 +8,7 @@ import numpy as np
 from .. import costmodel
 from ..data import split_by_sizes
 from ..formulas import average_losses
+from . import interactive_figure
 
 
 # ----------------------------------------------------------- chapter 01
@@ -34,23 +35,11 @@ def laws_figure(parallel_fraction: float = 0.9, max_workers: int = 64, measured:
 
 def laws_widget(measured: dict | None = None):
     import ipywidgets as widgets
-    from IPython.display import display
 
-    fraction = widgets.FloatSlider(value=0.9, min=0.0, max=1.0, step=0.01, description="f parallel")
-    workers = widgets.IntSlider(value=64, min=2, max=1024, description="max p")
-    out = widgets.Output()
-
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            plt.show(laws_figure(fraction.value, workers.value, measured))
-
-    for w in (fraction, workers):
-        w.observe(redraw, "value")
-    redraw()
-    box = widgets.VBox([widgets.HBox([fraction, workers]), out])
-    display(box)
-    return box
+    controls = {"parallel_fraction": widgets.FloatSlider(value=0.9, min=0.0, max=1.0, step=0.01, description="f parallel"),
+                "max_workers": widgets.IntSlider(value=64, min=2, max=1024, description="max p")}
+    return interactive_figure(controls, [["parallel_fraction", "max_workers"]],
+                              lambda **v: laws_figure(**v, measured=measured))
 
 
 # ----------------------------------------------------------- chapter 06
@@ -134,27 +123,17 @@ def heterogeneous_figure(speeds=(1.0, 2.0, 4.0), global_batch: int = 120):
 
 def heterogeneous_widget():
     import ipywidgets as widgets
-    from IPython.display import display
 
-    sliders = [widgets.FloatSlider(value=v, min=0.25, max=8, step=0.25, description=f"speed {i}")
-               for i, v in enumerate((1.0, 2.0, 4.0))]
-    out = widgets.Output()
+    def draw(**speeds):
+        fig, results = heterogeneous_figure(list(speeds.values()))
+        r = results["proportional"]
+        print(f"shards ∝ speed {r['sizes']}: true mean loss {r['true loss']:.4f}, plain mean of shard losses "
+              f"{r['plain mean of shard losses']:.4f}, weighted {r['weighted mean of shard losses']:.4f}")
+        return fig
 
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig, results = heterogeneous_figure([s.value for s in sliders])
-            plt.show(fig)
-            r = results["proportional"]
-            print(f"shards ∝ speed {r['sizes']}: true mean loss {r['true loss']:.4f}, plain mean of shard losses "
-                  f"{r['plain mean of shard losses']:.4f}, weighted {r['weighted mean of shard losses']:.4f}")
-
-    for s in sliders:
-        s.observe(redraw, "value")
-    redraw()
-    box = widgets.VBox([widgets.HBox(sliders), out])
-    display(box)
-    return box
+    controls = {f"speed_{i}": widgets.FloatSlider(value=v, min=0.25, max=8, step=0.25, description=f"speed {i}")
+                for i, v in enumerate((1.0, 2.0, 4.0))}
+    return interactive_figure(controls, [list(controls)], draw)
 
 
 def memory_figure(num_params: float = 7e9, activation_bytes: float = 40e9, devices: int = 8):
@@ -190,21 +169,8 @@ def memory_figure(num_params: float = 7e9, activation_bytes: float = 40e9, devic
 def memory_widget():
     """Model size and number of devices → memory per device under each way of splitting."""
     import ipywidgets as widgets
-    from IPython.display import display
 
-    billions = widgets.FloatLogSlider(value=7, base=10, min=-1, max=3, step=0.1, description="B params")
-    devices = widgets.SelectionSlider(options=[4, 8, 16, 32, 64], value=8, description="devices")
-    out = widgets.Output()
-
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig, _ = memory_figure(billions.value * 1e9, activation_bytes=0.0, devices=devices.value)
-            plt.show(fig)
-
-    for w in (billions, devices):
-        w.observe(redraw, "value")
-    redraw()
-    box = widgets.VBox([widgets.HBox([billions, devices]), out])
-    display(box)
-    return box
+    controls = {"billions": widgets.FloatLogSlider(value=7, base=10, min=-1, max=3, step=0.1, description="B params"),
+                "devices": widgets.SelectionSlider(options=[4, 8, 16, 32, 64], value=8, description="devices")}
+    return interactive_figure(controls, [["billions", "devices"]],
+                              lambda billions, devices: memory_figure(billions * 1e9, 0.0, devices)[0])

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..data import skewed_shard_sizes, split_by_sizes
 from ..formulas import average_losses
+from . import interactive_figure
 
 
 def per_sample_losses(num_samples: int = 60) -> np.ndarray:
@@ -56,24 +57,13 @@ def loss_average_figure(num_workers: int = 3, skew: float = 0.6, num_samples: in
 def loss_average_widget():
     """Sliders for K and the skew of the shard sizes, redrawing the figure live."""
     import ipywidgets as widgets
-    from IPython.display import display
 
-    workers = widgets.IntSlider(value=3, min=1, max=6, description="K workers")
-    skew = widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="skew")
-    out = widgets.Output()
+    def draw(workers, skew):
+        fig, result = loss_average_figure(workers, skew)
+        print(f"plain mean of shard means is off by {result['plain mean (article)'] - result['true mean']:+.4f}; "
+              f"weighted mean is off by {result['weighted by size'] - result['true mean']:+.1e}")
+        return fig
 
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig, result = loss_average_figure(workers.value, skew.value)
-            gap = result["plain mean (article)"] - result["true mean"]
-            print(f"plain mean of shard means is off by {gap:+.4f}; "
-                  f"weighted mean is off by {result['weighted by size'] - result['true mean']:+.1e}")
-            plt.show(fig)
-
-    workers.observe(redraw, "value")
-    skew.observe(redraw, "value")
-    redraw()
-    box = widgets.VBox([widgets.HBox([workers, skew]), out])
-    display(box)
-    return box
+    controls = {"workers": widgets.IntSlider(value=3, min=1, max=6, description="K workers"),
+                "skew": widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="skew")}
+    return interactive_figure(controls, [["workers", "skew"]], draw)
