@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 # Test files that need no Jupyter or hypothesis; their device-parametrised tests run on CUDA here.
-TEST_FILES = ["tests/test_formulas.py", "tests/test_bad_input.py", "tests/test_data_and_devices.py"]
+TEST_FILES = ["tests/test_formulas.py", "tests/test_bad_input.py", "tests/test_data_and_devices.py",
+              "tests/test_model_split.py"]
 
 
 def run_tests() -> tuple[int, str, float]:

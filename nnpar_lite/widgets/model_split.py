@@ -96,7 +96,7 @@ def halo_figure(grid=(2, 3), kernel: int = 5, highlight: int | None = None):
     difference = float((tiled - full).abs().max())
     highlight = len(layout) // 2 if highlight is None else highlight
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    axes[0].imshow(image[0, 0], cmap="gray")
+    axes[0].imshow(image[0, 0].numpy(), cmap="gray")
     for i, t in enumerate(layout):
         (r0, r1), (c0, c1) = t["out_rows"], t["out_cols"]
         axes[0].add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, ec="yellow", lw=1))
@@ -107,7 +107,7 @@ def halo_figure(grid=(2, 3), kernel: int = 5, highlight: int | None = None):
     share = halo_fraction(image.shape[2], image.shape[3], grid, kernel)
     axes[0].set_title(f"{grid[0]}×{grid[1]} tiles, {kernel}×{kernel} kernel: tile {highlight} + its halo (red); "
                       f"halo = {share['halo / own']:.1%} of the pixels", fontsize=8)
-    axes[1].imshow(tiled[0, 0], cmap="gray", vmin=-0.1, vmax=0.1)
+    axes[1].imshow(tiled[0, 0].detach().numpy(), cmap="gray", vmin=-0.1, vmax=0.1)
     axes[1].set_title(f"edges, convolved tile by tile: largest difference from one conv2d {difference:.1e}",
                       fontsize=8)
     for ax in axes:
