@@ -355,7 +355,7 @@ def check_ring_allreduce(rank: int, world_size: int, numels: Sequence[int]) -> l
 
 
 def time_allreduce_strategies(rank: int, world_size: int, num_tensors: int = 200, numel: int = 1000,
-                              repeats: int = 10) -> dict:
+                              repeats: int = 5) -> dict:
     """Median seconds to average ``num_tensors`` gradients: one all-reduce per parameter,
     against buckets (one for all of them here)."""
     params = [torch.nn.Parameter(torch.zeros(numel)) for _ in range(num_tensors)]

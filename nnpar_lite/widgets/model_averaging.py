@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -49,6 +51,7 @@ def label_histogram_figure(num_workers: int = 4, alphas=(None, 1.0, 0.1)):
     return fig
 
 
+@functools.lru_cache(maxsize=32)  # the widget and the chapter's figures ask for the same runs
 def compare_schemes(num_workers: int = 4, local_steps: int = 8, alpha: float | None = 0.1, lr: float = 0.5,
                     total_steps: int = 160) -> dict:
     """Test accuracy of local SGD (averaged every H steps), synchronous data parallelism and
