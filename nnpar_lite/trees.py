@@ -122,13 +122,6 @@ def _structure(tree: Any, path: str = ROOT) -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------- checking
-def describe(x: Any) -> str:
-    """Shape, dtype and device of one leaf, as the error messages print it."""
-    if isinstance(x, torch.Tensor):
-        return f"torch.Tensor shape {tuple(x.shape)} dtype {x.dtype} on {x.device}"
-    return f"numpy.ndarray shape {x.shape} dtype {x.dtype}"
-
-
 def _kind(x: Any) -> str:
     return "torch.Tensor" if isinstance(x, torch.Tensor) else "numpy.ndarray"
 
@@ -206,6 +199,7 @@ def check_out(out: Any, template_leaves: list[tuple[str, Any]], inputs: list[lis
     if isinstance(out, torch.nn.Module):
         out = module_parameters(out)
     out_leaves = leaves_with_paths(out, what="out")
+    inputs_by_path = [dict(leaves) for leaves in inputs]
     if [p for p, _ in out_leaves] != [p for p, _ in template_leaves]:
         raise ValueError(f"out has leaves {[p for p, _ in out_leaves]}, the {what}s have "
                          f"{[p for p, _ in template_leaves]}")
@@ -221,15 +215,11 @@ def check_out(out: Any, template_leaves: list[tuple[str, Any]], inputs: list[lis
             raise ValueError(f"{where}: device {o.device} differs from the {what}s' {ref.device}")
         if isinstance(o, np.ndarray) and not o.flags.writeable:
             raise ValueError(f"{where} is read-only")
-        for worker, leaves in enumerate(inputs):
-            if _shares_memory(o, leaves_by_path(leaves)[path]):
+        for worker, leaves in enumerate(inputs_by_path):
+            if _shares_memory(o, leaves[path]):
                 raise ValueError(f"{where} shares memory with the {what} of worker {worker}; "
                                  "pass a separate buffer as out")
     return [o for _, o in out_leaves]
-
-
-def leaves_by_path(leaves: list[tuple[str, Any]]) -> dict[str, Any]:
-    return dict(leaves)
 
 
 def _shares_memory(a: Any, b: Any) -> bool:
