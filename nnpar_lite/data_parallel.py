@@ -105,7 +105,8 @@ def compare_with_big_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     """Aggregate K workers' gradients as configured and compare with the big-batch gradient.
 
     Returns the relative error ‖g − g_big‖ / ‖g_big‖ and the scale ⟨g, g_big⟩ / ‖g_big‖²
-    (1 when right; N/K, the per-worker batch, for sum-reduced losses averaged as DDP does).
+    (1 when right; N/K, the per-worker batch, for sum-reduced losses averaged as DDP does),
+    and both gradients flattened ("ours", "big batch").
     """
     grads = shard_gradients(model, x, y, shard_sizes, reduction=reduction)
     g = aggregate_gradients(grads, list(shard_sizes) if weighted else None)
@@ -113,7 +114,8 @@ def compare_with_big_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     flat_g = torch.cat([g[n].reshape(-1) for n in ref]).double()
     flat_ref = torch.cat([ref[n].reshape(-1) for n in ref]).double()
     return {"relative error": float((flat_g - flat_ref).norm() / flat_ref.norm()),
-            "scale": float(flat_g @ flat_ref / (flat_ref @ flat_ref))}
+            "scale": float(flat_g @ flat_ref / (flat_ref @ flat_ref)),
+            "ours": flat_g.numpy(), "big batch": flat_ref.numpy()}
 
 
 # ======================================================== real processes

@@ -380,9 +380,8 @@ def weighted_sum(trees: Sequence[Any], coefficients: list[float], *, out: Any = 
         raise TypeError(f"{what}s mix nn.Module replicas with other trees")
     per_worker = check_trees(trees, what=what)
     if out is None:
-        out_tree = rebuild(trees[0], [empty_like_leaf(x) for _, x in per_worker[0]])
-        out_leaves = leaves_with_paths(out_tree)
-        out_leaves = [o for _, o in out_leaves]
+        out_leaves = [empty_like_leaf(x) for _, x in per_worker[0]]
+        out_tree = rebuild(trees[0], out_leaves)
     else:
         out_tree = out
         out_leaves = check_out(out, per_worker[0], per_worker, what=what)

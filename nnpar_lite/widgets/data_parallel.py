@@ -9,7 +9,7 @@ import torch
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ..data import digits, skewed_shard_sizes
-from ..data_parallel import aggregate_gradients, big_batch_gradient, mlp, shard_gradients
+from ..data_parallel import compare_with_big_batch, mlp
 from . import interactive_figure
 
 
@@ -65,14 +65,7 @@ def gradient_comparison(num_workers: int = 3, skew: float = 0.6, reduction: str 
     x, y = demo_batch()
     model = mlp((64, 32, 10), seed=0, batch_norm=batch_norm, dtype=torch.float64)
     sizes = skewed_shard_sizes(len(x), num_workers, skew)
-    grads = shard_gradients(model, x, y, sizes, reduction=reduction)
-    g = aggregate_gradients(grads, sizes if weighted else None)
-    ref = big_batch_gradient(model, x, y)
-    ours = torch.cat([g[n].reshape(-1) for n in ref]).numpy()
-    big = torch.cat([ref[n].reshape(-1) for n in ref]).numpy()
-    return {"sizes": sizes, "ours": ours, "big batch": big,
-            "relative error": float(np.linalg.norm(ours - big) / np.linalg.norm(big)),
-            "scale": float(ours @ big / (big @ big))}
+    return {"sizes": sizes, **compare_with_big_batch(model, x, y, sizes, reduction=reduction, weighted=weighted)}
 
 
 def gradient_comparison_figure(num_workers: int = 3, skew: float = 0.6, reduction: str = "mean",
