@@ -10,7 +10,7 @@ LAB_ARGS ?=
 # Jupyter refuses to run as root (containers, Binder-like images) unless told.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test unit notebooks browser-test html store-notebooks env clean
+.PHONY: lab test unit notebooks notebooks-profiles browser-test html store-notebooks env clean
 
 env: $(STAMP)
 
@@ -26,16 +26,26 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_start_here.ipynb
 
-test: unit notebooks browser-test
+test: unit notebooks notebooks-profiles browser-test
 
 unit: $(STAMP)
 	$(PY) -m pytest tests
 
-# The font cache is built once before the notebooks run, so the first figure
-# does not pay for it; MPLBACKEND is unset so %matplotlib inline takes effect.
+# Both editions (notebooks/ and notebooks/zh/). The font cache is built once before the
+# notebooks run, so the first figure does not pay for it; MPLBACKEND is unset so
+# %matplotlib inline takes effect.
 notebooks: $(STAMP)
 	$(PY) -c 'import matplotlib.pyplot'
 	env -u MPLBACKEND $(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks
+
+# The stored outputs must hold on any learner's machine: the English chapters run again under
+# two other machine profiles. (a) one core, one thread, torch's scalar kernels; (b) torch's
+# AVX2 kernels (on a CPU without AVX2 torch falls back to what it has).
+ONE_CORE := $(shell command -v taskset >/dev/null 2>&1 && echo taskset -c 0)
+notebooks-profiles: $(STAMP)
+	env -u MPLBACKEND OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default $(ONE_CORE) \
+		$(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/[0-9]*.ipynb
+	env -u MPLBACKEND ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/[0-9]*.ipynb
 
 # Re-execute every chapter top to bottom in a fresh kernel and store its outputs
 # (do this before committing a notebook). Cells tagged raises-exception may fail.

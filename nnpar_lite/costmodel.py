@@ -1,20 +1,18 @@
-"""Cost formulas: communication (the alpha-beta model) and pipeline schedules.
+"""Cost formulas, and nothing else: communication (the alpha-beta model), pipeline
+schedules, parallel laws, heterogeneous workers and training memory.
 
-alpha-beta model (Hockney 1994; Thakur et al. 2005): sending n bytes between
-two processes takes α + n·β, α the latency, β the time per byte (1/bandwidth).
-Every formula here returns seconds (or a fraction), given α, β and sizes;
-chapter 06 measures α and β on the learner's machine.
+alpha-beta model (Hockney 1994; Thakur et al. 2005): sending n bytes between two
+processes takes α + n·β, α the latency, β the time per byte (1/bandwidth). (Chapter 04's
+α, the Dirichlet concentration, is another α.) Every formula returns seconds, bytes or a
+fraction from the sizes given; the chapters measure α and β on the learner's machine
+(:mod:`nnpar_lite.experiments.scaling`).
 """
 
 from __future__ import annotations
 
-import numbers
+from typing import Sequence
 
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
-    return int(value)
+from .util import whole_number as _positive_int
 
 
 def bubble_fraction(num_stages: int, num_microbatches: int) -> float:
@@ -36,8 +34,11 @@ def pipeline_step_time(num_stages: int, num_microbatches: int, forward_time: flo
 def peak_activations(num_stages: int, num_microbatches: int, stage: int, schedule: str) -> int:
     """Micro-batches whose activations stage ``stage`` holds at its peak.
 
-    GPipe runs all m forwards before any backward: m. 1F1B starts backwards as
-    soon as it can: at most p − stage (Narayanan et al. 2019, PipeDream-Flush).
+    GPipe runs all m forwards before any backward: m. One-forward-one-backward with a
+    flush at the end of the step (1F1B: Narayanan et al., ICML 2021, "Memory-Efficient
+    Pipeline-Parallel DNN Training", PipeDream-Flush; Megatron-LM at scale, SC21) starts
+    backwards as soon as it can: at most p − stage. (PipeDream itself, SOSP 2019, is
+    asynchronous 1F1B with weight stashing and has no flush.)
     """
     p, m = _positive_int("num_stages", num_stages), _positive_int("num_microbatches", num_microbatches)
     if not 0 <= stage < p:
@@ -63,22 +64,27 @@ def ring_allreduce_time(nbytes: float, world_size: int, alpha: float, beta: floa
 
 # ------------------------------------------------------------- collectives
 def tree_allreduce_time(nbytes: float, world_size: int, alpha: float, beta: float) -> float:
-    """Reduce to a root along a binary tree, then broadcast back: 2 ⌈log₂ p⌉ (α + n β).
+    """Reduce to a root along a binomial tree, then broadcast back: 2 ⌈log₂ p⌉ (α + n β).
 
-    Fewer latency terms than the ring for many processes, but the whole message
-    crosses every level: good for small messages, poor for large ones.
+    Fewer latency terms than the ring for many processes, but unpipelined, the whole
+    message crosses every level: good for small messages, poor for large ones. Pipelined
+    trees cut the message into chunks that flow down the levels one after another (NCCL's
+    double binary tree: a bandwidth term of about 2 n β, like the ring's).
     """
     p = _positive_int("world_size", world_size)
     levels = (p - 1).bit_length()  # ⌈log₂ p⌉
     return 2 * levels * (alpha + nbytes * beta)
 
 
-def parameter_server_time(nbytes: float, world_size: int, alpha: float, beta: float) -> float:
-    """One server, p − 1 workers (Li et al. 2014): every worker sends its n bytes to the
-    server and receives the result; the server's link carries 2 (p − 1) n bytes in turn:
-    2 (p − 1)(α + n β)."""
-    p = _positive_int("world_size", world_size)
-    return 2 * (p - 1) * (alpha + nbytes * beta)
+def parameter_server_time(nbytes: float, world_size: int, alpha: float, beta: float, servers: int = 1) -> float:
+    """p − 1 workers push their n bytes and pull the result: 2 (p − 1)(α + n β / S).
+
+    With one server its link carries 2 (p − 1) n bytes in turn: a *single* server does not
+    scale. Li et al. (OSDI 2014) shard the parameters over S servers, each holding n / S of
+    them, so each link carries 1/S of the traffic (BytePS, OSDI 2020, sizes S to the workers).
+    """
+    p, s = _positive_int("world_size", world_size), _positive_int("servers", servers)
+    return 2 * (p - 1) * (alpha + nbytes / s * beta)
 
 
 ALLREDUCE_TIMES = {"ring": ring_allreduce_time, "tree": tree_allreduce_time,
@@ -144,61 +150,74 @@ def _check_fraction(f: float) -> None:
         raise ValueError(f"parallel_fraction must be between 0 and 1, got {f}")
 
 
+# ------------------------------------------------------------ heterogeneous
+def heterogeneous_step(speeds: Sequence[float], sizes: Sequence[int]) -> dict:
+    """Synchronous data parallelism with workers of different speeds (samples per second):
+    each computes its shard in n_i / s_i, and the step waits for the slowest. Returns each
+    worker's compute time, the step time and the idle share of the workers' time."""
+    if len(speeds) != len(sizes) or any(s <= 0 for s in speeds):
+        raise ValueError("give one positive speed per shard")
+    compute = [n / s for n, s in zip(sizes, speeds)]
+    step = max(compute)
+    return {"compute": compute, "step": step, "idle": 1 - sum(compute) / (len(compute) * step)}
+
+
+def communication_per_epoch(num_parameters: int, num_workers: int, local_steps: int, *,
+                            steps_per_epoch: int = 1, bytes_per_value: int = 4) -> dict[str, float]:
+    """What one worker sends per epoch when the models are averaged every H local steps by a
+    ring all-reduce: rounds = steps_per_epoch / H, each sending 2 (K − 1)/K · P values."""
+    rounds = steps_per_epoch / _positive_int("local_steps", local_steps)
+    per_round = 2 * (num_workers - 1) / num_workers * num_parameters * bytes_per_value
+    return {"rounds": rounds, "bytes": rounds * per_round}
+
+
 # ------------------------------------------------------------------ memory
-OPTIMIZER_STATES = {"sgd": 0, "sgd-momentum": 1, "adam": 2}
+# Bytes per parameter of (weights, gradients, optimizer state). "mixed" is the ZeRO paper's
+# mixed-precision training (Rajbhandari et al., SC 2020): fp16 weights and gradients, and an
+# fp32 master copy of the weights beside the optimizer's fp32 state: 2Ψ + 2Ψ + KΨ, K = 12
+# for Adam (master weights, momentum, variance).
+PRECISIONS = {
+    ("fp32", "sgd"): (4, 4, 0), ("fp32", "sgd-momentum"): (4, 4, 4), ("fp32", "adam"): (4, 4, 8),
+    ("mixed", "sgd"): (2, 2, 4), ("mixed", "sgd-momentum"): (2, 2, 8), ("mixed", "adam"): (2, 2, 12),
+}
+# Without sequence parallelism, Megatron's tensor parallelism leaves about 10 s·b·h of a
+# transformer layer's 34 s·b·h activation bytes replicated on every device (layer norms,
+# dropout, residuals; Korthikanti et al. 2022, eq. 2 against eq. 1, attention scores aside).
+REPLICATED_ACTIVATIONS = 10 / 34
 
 
-def training_memory(num_params: int, *, optimizer: str = "adam", bytes_per_value: int = 4,
-                    num_tensors: int = 0, activation_bytes: float = 0.0, zero_stage: int = 0,
-                    data_parallel: int = 1, tensor_parallel: int = 1, pipeline_parallel: int = 1) -> dict[str, float]:
-    """Bytes per worker for training a model of ``num_params`` parameters.
+def model_state_bytes(num_params: float, *, precision: str = "fp32", optimizer: str = "adam",
+                      num_tensors: int = 0) -> dict[str, float]:
+    """Bytes of weights, gradients and optimizer state of one unsplit copy: the *model states*
+    (activations are extra). PyTorch's Adam adds a 4-byte step counter per parameter tensor."""
+    if (precision, optimizer) not in PRECISIONS:
+        raise ValueError(f"precision and optimizer must be one of {sorted(PRECISIONS)}, got {(precision, optimizer)}")
+    weight, gradient, state = PRECISIONS[precision, optimizer]
+    return {"parameters": weight * num_params, "gradients": gradient * num_params,
+            "optimizer state": state * num_params + (4 * num_tensors if optimizer == "adam" else 0)}
 
-    parameters P·b, gradients P·b, optimizer state s·P·b (s = 0 for SGD, 1 with
-    momentum, 2 for Adam's two moments; PyTorch's Adam adds a 4-byte step
-    counter per parameter tensor, ``num_tensors``). Tensor and pipeline
-    parallelism split the model: each worker holds 1/(t·p) of all three. ZeRO
-    (Rajbhandari et al. 2020) shards over the d data-parallel replicas: stage 1
-    the optimizer state, stage 2 also the gradients, stage 3 also the parameters.
-    ``activation_bytes`` (of one replica) is divided by t·p, to first order.
+
+def training_memory(num_params: float, *, precision: str = "fp32", optimizer: str = "adam", num_tensors: int = 0,
+                    activation_bytes: float = 0.0, zero_stage: int = 0, data_parallel: int = 1,
+                    tensor_parallel: int = 1, pipeline_parallel: int = 1,
+                    sequence_parallel: bool = False) -> dict[str, float]:
+    """Bytes per device for training a model of ``num_params`` parameters (Ψ).
+
+    Model states (:func:`model_state_bytes`): tensor (t) and pipeline (p) parallelism split
+    all three; ZeRO (Rajbhandari et al. 2020) shards them over the d data-parallel replicas,
+    stage 1 the optimizer state, 2 also the gradients, 3 also the weights. ``activation_bytes``
+    are those of the whole global batch on one unsplit replica: d replicas each see 1/d of
+    the batch, p stages each keep their layers' share (to first order), and t devices split
+    all but the replicated share unless ``sequence_parallel`` splits that too.
     """
-    if optimizer not in OPTIMIZER_STATES:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_STATES)}, got {optimizer!r}")
     if zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {zero_stage!r}")
-    d = _positive_int("data_parallel", data_parallel)
-    split = _positive_int("tensor_parallel", tensor_parallel) * _positive_int("pipeline_parallel", pipeline_parallel)
-    params = num_params * bytes_per_value / split
-    states = OPTIMIZER_STATES[optimizer] * params
-    if optimizer == "adam":
-        states += 4 * num_tensors / split
-    memory = {"parameters": params / (d if zero_stage >= 3 else 1),
-              "gradients": params / (d if zero_stage >= 2 else 1),
-              "optimizer state": states / (d if zero_stage >= 1 else 1),
-              "activations": activation_bytes / split}
+    d, t = _positive_int("data_parallel", data_parallel), _positive_int("tensor_parallel", tensor_parallel)
+    split = t * _positive_int("pipeline_parallel", pipeline_parallel)
+    states = model_state_bytes(num_params, precision=precision, optimizer=optimizer, num_tensors=num_tensors)
+    sharded_from = {"parameters": 3, "gradients": 2, "optimizer state": 1}
+    memory = {part: b / split / (d if zero_stage >= sharded_from[part] else 1) for part, b in states.items()}
+    replicated = 0.0 if sequence_parallel or t == 1 else REPLICATED_ACTIVATIONS
+    memory["activations"] = activation_bytes / (d * split / t) * (replicated + (1 - replicated) / t)
     memory["total"] = sum(memory.values())
     return memory
-
-
-# ------------------------------------------------------------- measuring
-def measure_allreduce(rank: int, world_size: int, sizes_bytes, repeats: int = 10) -> dict[int, float]:
-    """Median seconds of ``dist.all_reduce`` of float32 tensors of each size, on every rank
-    (a worker for :func:`nnpar_lite.distributed.launch`)."""
-    import statistics
-    import time
-
-    import torch
-    import torch.distributed as dist
-
-    timings = {}
-    for nbytes in sizes_bytes:
-        tensor = torch.ones(max(int(nbytes) // 4, 1))
-        runs = max(3, repeats if nbytes < 2 ** 22 else repeats // 3)
-        dist.all_reduce(tensor)  # warm-up: connections, buffers
-        times = []
-        for _ in range(runs):
-            dist.barrier()
-            start = time.perf_counter()
-            dist.all_reduce(tensor)
-            times.append(time.perf_counter() - start)
-        timings[int(nbytes)] = statistics.median(times)
-    return timings

@@ -5,10 +5,13 @@ Nothing here downloads: every data set is written out or generated.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Sequence
 
 import numpy as np
+
+from .util import even_bounds
 
 
 def article_data() -> tuple[np.ndarray, np.ndarray]:
@@ -21,8 +24,7 @@ def article_data() -> tuple[np.ndarray, np.ndarray]:
 def even_shard_sizes(num_samples: int, num_workers: int) -> list[int]:
     """Sizes of K shards as even as possible: the first ``N mod K`` get one sample more."""
     _check_counts(num_samples, num_workers)
-    base, extra = divmod(num_samples, num_workers)
-    return [base + (1 if i < extra else 0) for i in range(num_workers)]
+    return [stop - start for start, stop in even_bounds(num_samples, num_workers)]
 
 
 def split_by_sizes(array, sizes: Sequence[int]) -> list:
@@ -61,11 +63,21 @@ def skewed_shard_sizes(num_samples: int, num_workers: int, skew: float) -> list[
     if not 0.0 <= skew <= 1.0:
         raise ValueError(f"skew is {skew}; expected a number between 0 and 1")
     ratio = 1.0 + 9.0 * skew
-    shares = np.array([ratio ** (i / max(num_workers - 1, 1)) for i in range(num_workers)])
-    spare = num_samples - num_workers  # one sample each first, the rest by share
-    sizes = 1 + np.floor(spare * shares / shares.sum()).astype(int)
-    for i in np.argsort(-(spare * shares / shares.sum()) % 1)[: num_samples - sizes.sum()]:
-        sizes[i] += 1  # largest remainders first
+    return proportional_sizes(num_samples, [ratio ** (i / max(num_workers - 1, 1)) for i in range(num_workers)])
+
+
+def proportional_sizes(num_samples: int, shares: Sequence[float]) -> list[int]:
+    """Whole shard sizes in proportion to ``shares`` that add up to ``num_samples``, each at
+    least one: one sample each first, the rest by share, rounded by largest remainder
+    (the fractional parts decide who gets the samples that rounding down leaves over)."""
+    _check_counts(num_samples, len(shares))
+    shares = np.asarray(shares, dtype=float)
+    if np.any(~np.isfinite(shares)) or np.any(shares <= 0):
+        raise ValueError(f"shares must be positive and finite, got {shares.tolist()}")
+    exact = (num_samples - len(shares)) * shares / shares.sum()
+    sizes = 1 + np.floor(exact).astype(int)
+    for i in np.argsort(-(exact % 1), kind="stable")[: num_samples - sizes.sum()]:
+        sizes[i] += 1
     return [int(s) for s in sizes]
 
 
@@ -93,6 +105,29 @@ def digits(dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
 
     bunch = load_digits()
     return (bunch.data / 16.0).astype(dtype), bunch.target.astype(np.int64)
+
+
+TRAIN_SIZE = 1500   # the digits' one train/test cut: the first 1,500 images train, the other 297 test
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_tensors():
+    import torch
+
+    return tuple(torch.from_numpy(a) for a in digits())
+
+
+def digits_split():
+    """The digits as tensors, cut once for every chapter: (x_train, y_train, x_test, y_test),
+    1,500 training and 297 test images (float32 pixels in 0–1, int64 labels)."""
+    X, y = _digits_tensors()
+    return X[:TRAIN_SIZE], y[:TRAIN_SIZE], X[TRAIN_SIZE:], y[TRAIN_SIZE:]
+
+
+def demo_batch(num_samples: int = 120):
+    """The first ``num_samples`` digits as float64 tensors: a small batch to compare gradients on."""
+    X, y = _digits_tensors()
+    return X[:num_samples].double(), y[:num_samples]
 
 
 def dirichlet_split(labels: np.ndarray, num_workers: int, alpha: float, *, seed: int = 0,
@@ -130,3 +165,21 @@ def iid_split(num_samples: int, num_workers: int, *, seed: int = 0) -> list[np.n
     """Shuffle the sample indices and deal them into K nearly equal shards (IID)."""
     order = np.random.default_rng(seed).permutation(num_samples)
     return [np.sort(part) for part in split_by_sizes(order, even_shard_sizes(num_samples, num_workers))]
+
+
+def sample_image(scale: int = 4):
+    """A real photograph that ships with scikit-learn, grey, shrunk by ``scale``: (1, 1, H, W)."""
+    import torch
+    from sklearn.datasets import load_sample_image
+
+    image = load_sample_image("china.jpg").mean(axis=2)[::scale, ::scale] / 255.0
+    return torch.tensor(image, dtype=torch.float64)[None, None]
+
+
+def edge_kernel(size: int):
+    """A size×size edge detector (a Laplacian of a box): a kernel whose result is easy to see."""
+    import torch
+
+    kernel = -torch.ones(size, size, dtype=torch.float64)
+    kernel[size // 2, size // 2] = size * size - 1
+    return kernel[None, None] / (size * size)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import time
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 
 from .data import even_shard_sizes, split_by_sizes
 from .formulas import aggregate_gradients, sgd_step
+from .models import mlp  # noqa: F401  (readers of the first chapters found it here)
 
 
 def split_batch(X: np.ndarray, Y: np.ndarray, shard_sizes: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -68,20 +68,6 @@ def train_simulated(model, X: np.ndarray, Y: np.ndarray, *, num_workers: int, ep
 
 
 # ===================================================================== torch
-def mlp(sizes: Sequence[int] = (64, 64, 10), *, seed: int = 0, batch_norm: bool = False,
-        dtype: torch.dtype = torch.float32) -> torch.nn.Sequential:
-    """A multi-layer perceptron: Linear, (BatchNorm,) ReLU, ..., Linear; the same θ for the same seed."""
-    torch.manual_seed(seed)
-    layers: list[torch.nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(torch.nn.Linear(n_in, n_out, dtype=dtype))
-        if i < len(sizes) - 2:
-            if batch_norm:
-                layers.append(torch.nn.BatchNorm1d(n_out, dtype=dtype))
-            layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers)
-
-
 def shard_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, shard_sizes: Sequence[int], *,
                     reduction: str = "mean") -> list[dict[str, torch.Tensor]]:
     """Steps 1–4 with torch: each worker's gradient of its shard's loss (cross-entropy,
@@ -159,40 +145,37 @@ def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = N
         without weight:  t ← 1/K Σ_r t_r
         with weight w_r: t ← Σ_r w_r t_r / Σ_r w_r
 
-    Tensors are flattened into buckets of at most ``bucket_mb`` MiB in reverse
-    order, one all-reduce each, all in flight at once; Σ_r w_r rides along at
-    the end of the last bucket, so weighting costs no extra round trip. Every
-    rank must pass tensors of the same shapes in the same order.
+    Tensors are flattened into buckets of at most ``bucket_mb`` MiB in reverse order, one
+    all-reduce each, all in flight at once; Σ_r w_r rides along at the end of the last
+    bucket, so weighting costs no extra round trip. Every rank must pass tensors of the same
+    shapes in the same order.
     """
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, numbers.Real)
                                or not math.isfinite(weight) or weight < 0):
         raise ValueError(f"weight must be a finite number ≥ 0 (the local sample count), got {weight!r}")
-    world = dist.get_world_size(group)
     if not tensors:
         return
     buckets = plan_buckets(tensors, bucket_mb)
-    flats = [torch.cat([tensors[i].reshape(-1) for i in bucket]) for bucket in buckets]
+    flats = [torch.cat([tensors[i].reshape(-1) for i in bucket]) * (1.0 if weight is None else float(weight))
+             for bucket in buckets]
     if weight is not None:
-        for flat in flats:
-            flat.mul_(float(weight))
         flats[-1] = torch.cat([flats[-1], flats[-1].new_tensor([float(weight)])])
-    works = [dist.all_reduce(flat, group=group, async_op=True) for flat in flats]
-    for work in works:
+    for work in [dist.all_reduce(flat, group=group, async_op=True) for flat in flats]:
         work.wait()
-    if weight is not None:
-        total = float(flats[-1][-1])
-        flats[-1] = flats[-1][:-1]
-        if total <= 0:
-            raise ValueError("the weights of all ranks add up to 0: no rank has a sample")
-    scale = 1.0 / (total if weight is not None else world)
-    with torch.no_grad():
-        for bucket, flat in zip(buckets, flats):
-            flat.mul_(scale)
-            offset = 0
-            for i in bucket:
-                t = tensors[i]
-                t.copy_(flat[offset:offset + t.numel()].view_as(t))
-                offset += t.numel()
+    total = float(dist.get_world_size(group)) if weight is None else float(flats[-1][-1])
+    if total <= 0:
+        raise ValueError("the weights of all ranks add up to 0: no rank has a sample")
+    for bucket, flat in zip(buckets, flats):
+        _copy_back([tensors[i] for i in bucket], flat, scale=1.0 / total)
+
+
+@torch.no_grad()
+def _copy_back(tensors: Sequence[torch.Tensor], flat: torch.Tensor, scale: float) -> None:
+    """Unflatten: each tensor takes its slice of ``flat`` (in order), times ``scale``."""
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t) * scale)
+        offset += t.numel()
 
 
 def allreduce_gradients(params: torch.nn.Module | Iterable[torch.Tensor], *, weight: float | None = None,
@@ -226,15 +209,13 @@ VERBOSE = False  # set True to print every send and receive of ring_allreduce
 
 
 def ring_allreduce(tensor: torch.Tensor, *, group=None) -> torch.Tensor:
-    """Sum ``tensor`` over all ranks, in place, by the ring algorithm (Patarasuk & Yuan 2009).
+    """Sum ``tensor`` over the group's ranks, in place, by the ring (Patarasuk & Yuan 2009).
 
-    The tensor is cut into p chunks (sizes may differ by one). Reduce-scatter:
-    in p − 1 steps each rank sends one chunk to its right neighbour and adds the
-    chunk arriving from its left, until rank r holds the full sum of chunk r + 1.
-    All-gather: p − 1 more steps pass the finished chunks around the ring. Each
-    rank sends 2 (p − 1)/p · n elements in all, whatever p: the bandwidth-optimal
-    all-reduce.
-    """
+    The tensor is cut into p chunks (sizes may differ by one). Reduce-scatter: in p − 1
+    steps each rank sends one chunk to its right neighbour and adds the chunk arriving
+    from its left, until rank r holds the full sum of chunk r + 1. All-gather: p − 1 more
+    steps pass the finished chunks round. Each rank sends 2 (p − 1)/p · n elements in all,
+    whatever p: the bandwidth-optimal all-reduce."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     if world == 1:
         return tensor
@@ -270,201 +251,3 @@ def ring_allreduce(tensor: torch.Tensor, *, group=None) -> torch.Tensor:
 
 def _global(rank_in_group: int, group) -> int:
     return rank_in_group if group is None else dist.get_global_rank(group, rank_in_group)
-
-
-# ============================================ workers, spawned by launch()
-def _global_batches(config: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The same sequence of global batches on every rank (digits, or random data)."""
-    gen = torch.Generator().manual_seed(config.get("seed", 0))
-    n, steps = sum(config["shard_sizes"]), config["steps"]
-    if config.get("data", "digits") == "digits":
-        from .data import digits
-        X, y = (torch.from_numpy(a) for a in digits())
-        order = torch.randperm(len(X), generator=gen)
-        picks = [order[(s * n) % len(X):][:n] for s in range(steps)]
-        picks = [p if len(p) == n else order[:n] for p in picks]
-        return [(X[p], y[p]) for p in picks]
-    sizes = config["sizes"]
-    return [(torch.randn(n, sizes[0], generator=gen), torch.randint(0, sizes[-1], (n,), generator=gen))
-            for _ in range(steps)]
-
-
-def train_against_ddp(rank: int, world_size: int, config: dict) -> dict:
-    """Train three copies of one model side by side and compare them after every step.
-
-    * ours: each rank on its shard, mean loss, ``allreduce_gradients`` (weighted by
-      shard size if ``config["weighted"]``), SGD;
-    * DDP: PyTorch's ``DistributedDataParallel`` on the same shard, SGD;
-    * reference: one process on the whole global batch (every rank computes it).
-
-    Without weights ours must equal DDP; with weights it must equal the reference
-    (and DDP too when the shards are equal). Returns the largest parameter
-    difference per step from each, and this rank's final parameters.
-    """
-    from torch.nn.parallel import DistributedDataParallel
-
-    sizes, lr = config.get("sizes", (64, 32, 10)), config.get("lr", 0.1)
-    shard_sizes, bucket_mb = config["shard_sizes"], config.get("bucket_mb", 25.0)
-    ours, reference = mlp(sizes, seed=config.get("seed", 0)), mlp(sizes, seed=config.get("seed", 0))
-    ddp_module = mlp(sizes, seed=config.get("seed", 0))
-    for frozen in config.get("frozen", []):                  # e.g. "0.bias": trained by nobody
-        for model in (ours, reference, ddp_module):
-            model.get_parameter(frozen).requires_grad_(False)
-    ddp = DistributedDataParallel(ddp_module, device_ids=None, bucket_cap_mb=bucket_mb)
-    optimizers = {name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=lr)
-                  for name, m in (("ours", ours), ("ddp", ddp), ("reference", reference))}
-    local = slice(sum(shard_sizes[:rank]), sum(shard_sizes[:rank + 1]))
-    weight = shard_sizes[rank] if config.get("weighted", False) else None
-    report: dict = {"vs_ddp": [], "vs_reference": [], "losses": []}
-    for x, y in _global_batches(config):
-        for opt in optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(ours(x[local]), y[local])
-        loss.backward()
-        allreduce_gradients(ours, weight=weight, bucket_mb=bucket_mb)
-        F.cross_entropy(ddp(x[local]), y[local]).backward()   # DDP all-reduces during backward
-        F.cross_entropy(reference(x), y).backward()
-        for opt in optimizers.values():
-            opt.step()
-        report["vs_ddp"].append(_largest_difference(ours, ddp.module))
-        report["vs_reference"].append(_largest_difference(ours, reference))
-        report["losses"].append(loss.item())
-    report["params"] = {n: p.detach().clone() for n, p in ours.named_parameters()}
-    return report
-
-
-def train_against_ddp_configs(rank: int, world_size: int, configs: Sequence[dict]) -> list[dict]:
-    """:func:`train_against_ddp` for several configurations in one launch (one spawn)."""
-    return [train_against_ddp(rank, world_size, config) for config in configs]
-
-
-@torch.no_grad()
-def _largest_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
-    return max(float((p - q).abs().max()) for p, q in zip(a.parameters(), b.parameters()))
-
-
-def check_ring_allreduce(rank: int, world_size: int, numels: Sequence[int]) -> list[float]:
-    """``ring_allreduce`` against ``dist.all_reduce`` on random tensors of the given sizes;
-    the largest difference for each size."""
-    differences = []
-    for numel in numels:
-        x = torch.randn(numel, generator=torch.Generator().manual_seed(1000 * rank + numel), dtype=torch.float64)
-        expected = x.clone()
-        dist.all_reduce(expected)
-        ring_allreduce(x)
-        differences.append(float((x - expected).abs().max()) if numel else 0.0)
-    return differences
-
-
-def time_allreduce_strategies(rank: int, world_size: int, num_tensors: int = 200, numel: int = 1000,
-                              repeats: int = 5) -> dict:
-    """Median seconds to average ``num_tensors`` gradients: one all-reduce per parameter,
-    against buckets (one for all of them here)."""
-    params = [torch.nn.Parameter(torch.zeros(numel)) for _ in range(num_tensors)]
-    for p in params:
-        p.grad = torch.randn(numel)
-    times: dict[str, list[float]] = {"per parameter": [], "bucketed": []}
-    for _ in range(repeats):
-        for name, fn in (("per parameter", allreduce_gradients_naive), ("bucketed", allreduce_gradients)):
-            dist.barrier()
-            start = time.perf_counter()
-            fn(params)
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
-def time_training_step(rank: int, world_size: int, global_batches: Sequence[int] = (256, 4096),
-                       sizes=(64, 256, 256, 10), steps: int = 12, threads: int = 1) -> dict[int, dict]:
-    """For each global batch size: the median compute time (forward + backward on this
-    rank's share) and communication time (``allreduce_gradients``) of one training step,
-    with ``threads`` threads per process (1: each process stands for one core)."""
-    torch.set_num_threads(threads)
-    model = mlp(sizes, seed=0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    timings = {}
-    for global_batch in global_batches:
-        local = global_batch // world_size
-        x, y = torch.randn(local, sizes[0]), torch.randint(0, sizes[-1], (local,))
-        compute, communicate = [], []
-        for _ in range(steps):
-            dist.barrier()
-            start = time.perf_counter()
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            middle = time.perf_counter()
-            if world_size > 1:
-                allreduce_gradients(model)
-            end = time.perf_counter()
-            opt.step()
-            compute.append(middle - start)
-            communicate.append(end - middle)
-        timings[global_batch] = {"compute": float(np.median(compute[2:])),
-                                 "communication": float(np.median(communicate[2:]))}
-    return timings
-
-
-def time_against_ddp(rank: int, world_size: int, sizes=(512, 1024, 1024, 10), batch: int = 64,
-                     rounds: int = 30, bucket_mb: float = 25.0) -> dict:
-    """Median step time of ``allreduce_gradients`` against DDP, in the same processes,
-    alternating one step of each per round so that both see the same machine load."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    ours = mlp(sizes, seed=0)
-    ddp = DistributedDataParallel(mlp(sizes, seed=0), device_ids=None, bucket_cap_mb=bucket_mb)
-    opts = {"ours": torch.optim.SGD(ours.parameters(), lr=0.01), "ddp": torch.optim.SGD(ddp.parameters(), lr=0.01)}
-    gen = torch.Generator().manual_seed(rank)
-    x, y = torch.randn(batch, sizes[0], generator=gen), torch.randint(0, sizes[-1], (batch,), generator=gen)
-
-    def step_ours():
-        opts["ours"].zero_grad()
-        F.cross_entropy(ours(x), y).backward()
-        allreduce_gradients(ours, bucket_mb=bucket_mb)
-        opts["ours"].step()
-
-    def step_ddp():
-        opts["ddp"].zero_grad()
-        F.cross_entropy(ddp(x), y).backward()
-        opts["ddp"].step()
-
-    times: dict[str, list[float]] = {"ours": [], "ddp": []}
-    for round_ in range(rounds + 3):
-        for name, step in (("ours", step_ours), ("ddp", step_ddp)) if round_ % 2 else \
-                (("ddp", step_ddp), ("ours", step_ours)):
-            dist.barrier()
-            start = time.perf_counter()
-            step()
-            if round_ >= 3:  # the first rounds warm up allocators and gloo's buffers
-                times[name].append(time.perf_counter() - start)
-    parameters = sum(p.numel() for p in ours.parameters())
-    ratios = [a / b for a, b in zip(times["ours"], times["ddp"])]
-    return {"parameters": parameters, "ours": float(np.median(times["ours"])),
-            "ddp": float(np.median(times["ddp"])), "median ratio": float(np.median(ratios)),
-            "max difference": _largest_difference(ours, ddp.module)}
-
-
-def train_digits_simulated(num_workers: int = 4, *, steps: int = 150, global_batch: int = 128, lr: float = 0.5,
-                           hidden: int = 32, seed: int = 0, progress: bool = True) -> dict:
-    """Train an MLP on the digits with K simulated workers (steps 1–6 in torch, gradients
-    weighted by shard size), with a progress bar. Returns the loss of each global batch
-    after its step, the test accuracy (297 held-out images) and the model."""
-    from tqdm.auto import tqdm
-
-    from .data import digits
-
-    X, y = (torch.from_numpy(a) for a in digits())
-    order = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
-    train, test = order[:1500], order[1500:]
-    model = mlp((64, hidden, 10), seed=seed)
-    params = dict(model.named_parameters())
-    sizes = even_shard_sizes(global_batch, num_workers)
-    losses = []
-    for step in tqdm(range(steps), desc=f"{num_workers} workers", disable=not progress):
-        batch = train[(step * global_batch + torch.arange(global_batch)) % len(train)]       # step 1 (and split)
-        grads = shard_gradients(model, X[batch], y[batch], sizes)                          # steps 2–4
-        gradient = aggregate_gradients(grads, sizes)                                       # step 5
-        sgd_step(params, gradient, lr, out=params)                                         # step 6, in place
-        with torch.no_grad():
-            losses.append(float(F.cross_entropy(model(X[batch]), y[batch])))
-    with torch.no_grad():
-        accuracy = float((model(X[test]).argmax(1) == y[test]).float().mean())
-    return {"losses": losses, "test accuracy": accuracy, "model": model}

@@ -1,4 +1,4 @@
-"""Launching K real processes with torch.distributed: gloo on CPU, NCCL on CUDA.
+"""Launching K real processes with torch.distributed: gloo for CPU tensors, NCCL for GPU ones.
 
 ``launch(fn, world_size, *args)`` runs ``fn(rank, world_size, *args)`` in
 ``world_size`` fresh processes (the *spawn* start method, the only one that
@@ -22,7 +22,6 @@ import pickle
 import queue
 import signal
 import socket
-import sys
 import tempfile
 import time
 import traceback
@@ -53,9 +52,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def default_backend(world_size: int) -> str:
-    """NCCL when every rank can have a GPU of its own, else gloo."""
-    if torch.cuda.is_available() and torch.cuda.device_count() >= world_size:
+def on_rank_device(fn: Callable) -> Callable:
+    """Mark a worker that puts its tensors on :func:`rank_device`, so that it may run on NCCL
+    with a GPU per rank. Unmarked workers keep their tensors on the CPU and run on gloo."""
+    fn.places_tensors_on_rank_device = True
+    return fn
+
+
+def backend_for(fn: Callable, world_size: int) -> str:
+    """The backend follows where the worker's tensors live: NCCL for a worker marked with
+    :func:`on_rank_device` when every rank can have a GPU of its own, else gloo. NCCL has no
+    CPU path, so a CPU worker on a machine with GPUs still gets gloo."""
+    if getattr(fn, "places_tensors_on_rank_device", False) and torch.cuda.is_available() \
+            and torch.cuda.device_count() >= world_size:
         return "nccl"
     return "gloo"
 
@@ -72,7 +81,7 @@ def launch(fn: Callable[..., Any], world_size: int, *args: Any, backend: str | N
            timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``world_size`` processes; their results in rank order."""
     _check_launch(fn, world_size, timeout)
-    backend = backend or default_backend(world_size)
+    backend = backend or backend_for(fn, world_size)
     ctx = mp.get_context("spawn")
     results: Any = ctx.Queue()
     port = free_port()
@@ -217,38 +226,3 @@ def _stop(procs) -> None:
         if p.is_alive():
             p.kill()
             p.join()
-
-
-# ---------------------------------------------------------------------------
-# Small workers for the chapter and the tests: they must live in a module too.
-def whoami(rank: int, world_size: int) -> dict:
-    """Each rank reports who it is, and the sum of all ranks by an all-reduce."""
-    total = torch.tensor([float(rank)], device=rank_device(rank))
-    dist.all_reduce(total)
-    return {"rank": rank, "world_size": world_size, "pid": os.getpid(), "backend": dist.get_backend(),
-            "sum of ranks": total.item()}
-
-
-def fail_on_rank(rank: int, world_size: int, bad_rank: int) -> int:
-    """Rank ``bad_rank`` raises; the others wait in a collective that never completes."""
-    if rank == bad_rank:
-        raise ValueError(f"rank {rank} was told to fail")
-    dist.barrier()
-    return rank
-
-
-def hang_on_rank(rank: int, world_size: int, bad_rank: int) -> int:
-    """Rank ``bad_rank`` sleeps for ever; the others finish their work and wait."""
-    if rank == bad_rank:
-        while True:
-            time.sleep(0.1)
-    return rank
-
-
-def die_on_rank(rank: int, world_size: int, bad_rank: int) -> int:
-    """Rank ``bad_rank`` exits at once without a word, as a crashed process does."""
-    if rank == bad_rank:
-        sys.stdout.flush()
-        os._exit(3)
-    dist.barrier()
-    return rank

@@ -1,167 +1,82 @@
-"""The article's formulas, one short function each, on numpy or torch, any device.
-
-Seed section 3.1 (data parallelism):   L = 1/N Σ_i L_i,   θ ← θ − η ∇L
-Seed section 3.2 (task parallelism):   θ_i ← θ_i − η ∇L_i,   θ = 1/K Σ_i θ_i
-
-Every function takes one *tree* per worker (a tensor, an ndarray, or a
-list/tuple/dict of them, such as a ``state_dict``) and returns a tree of the
-same structure: torch in, torch out, on the input's device; numpy in, numpy
-out. Bad input raises ``ValueError`` or ``TypeError`` naming the worker and the
-leaf, and the inputs are never modified. The checking and the one-pass
-arithmetic live in :mod:`nnpar_lite.trees`.
-"""
-
+"""The article's formulas (seed 3.1: L = 1/N Σ_i L_i, θ ← θ − η∇L; seed 3.2: θ = 1/K Σ_i θ_i),
+one short function each. Each takes one tree per worker (:mod:`.trees`), numpy or torch on any
+device, and returns one: torch in, torch out, on the input's device. Bad input raises ValueError
+or TypeError naming the worker and the leaf (:mod:`.checks`); inputs are never written."""
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from . import trees
+from . import checks
+from .trees import as_tree, empty_like, rebuild
 
 
 def average_losses(losses: Sequence[Any], weights: Sequence[float] | None = None) -> Any:
-    """Seed 3.1: the loss of the whole batch from the workers' losses.
+    """Seed 3.1: L = Σ_i w_i L_i / Σ_i w_i, the article's L = 1/N Σ_i L_i when all w_i = 1.
 
-        L = Σ_i w_i L_i / Σ_i w_i        (the article's L = 1/N Σ_i L_i when w_i = 1)
-
-    Without weights this is the plain mean, which equals the loss of the whole
-    batch only when every ``L_i`` is a per-sample loss or all shards are the
-    same size. When worker i's ``L_i`` is the *mean* over its n_i samples, pass
-    ``weights=[n_0, n_1, ...]`` to get the mean over all samples.
-
-    ``losses`` holds K scalars (Python or numpy numbers, 0-d arrays or 0-d
-    tensors). Torch tensors in: a 0-d tensor out, and autograd flows through.
-    """
-    values = _check_losses(losses)
-    coefficients = trees.normalised_weights(weights, len(values))  # w_i / Σ_j w_j
-    total = sum(c * loss for c, loss in zip(coefficients, values))
+    The plain mean is the whole batch's loss only for per-sample losses or equal shards;
+    for shard means L_i over n_i samples pass ``weights=[n_0, n_1, ...]``. 0-d tensors in:
+    a 0-d tensor out, with autograd flowing through."""
+    L = checks.losses(losses)
+    c = checks.coefficients(weights, len(L))                      # c_i = w_i / Σ_j w_j
+    total = sum(c_i * L_i for c_i, L_i in zip(c, L))
     return total if isinstance(total, torch.Tensor) else np.float64(total)
 
 
-def aggregate_gradients(grads: Sequence[Any], weights: Sequence[float] | None = None, *,
-                        out: Any = None) -> Any:
-    """Seed 3.1 step 5: aggregate the workers' gradients.
+def aggregate_gradients(grads: Sequence[Any], weights: Sequence[float] | None = None, *, out: Any = None) -> Any:
+    """Seed 3.1 step 5: g = Σ_i w_i g_i / Σ_i w_i, the plain mean 1/K Σ_i g_i without weights.
 
-        g = Σ_i w_i g_i / Σ_i w_i        (the plain mean 1/K Σ_i g_i without weights)
-
-    ``grads`` holds one gradient tree per worker. With each worker's loss a mean
-    over its n_i samples, ``weights=[n_0, n_1, ...]`` gives the gradient of the
-    mean loss over all samples, also for uneven shards. ``out`` (a tree of the
-    same structure) receives the result and is returned: a real data-parallel
-    loop reuses one buffer rather than allocating each step.
-    """
-    coefficients = trees.normalised_weights(weights, trees.count_workers(grads, "gradients"))
-    return trees.weighted_sum(grads, coefficients, out=out, what="gradient")
+    With worker i's loss the mean over its n_i samples, ``weights=[n_0, ...]`` gives the
+    gradient of the mean loss over all samples, uneven shards too. ``out`` (a tree) receives
+    the result: a training loop reuses one buffer instead of allocating every step."""
+    return _weighted_mean(grads, weights, out, "gradient")
 
 
-def average_parameters(params: Sequence[Any], weights: Sequence[float] | None = None, *,
-                       out: Any = None) -> Any:
-    """Seed 3.2: average the workers' parameters.
+def average_parameters(params: Sequence[Any], weights: Sequence[float] | None = None, *, out: Any = None) -> Any:
+    """Seed 3.2: θ = Σ_i w_i θ_i / Σ_i w_i, the article's θ = 1/K Σ_i θ_i without weights.
 
-        θ = Σ_i w_i θ_i / Σ_i w_i        (the article's θ = 1/K Σ_i θ_i without weights)
-
-    ``params`` holds one tree, ``state_dict`` or ``nn.Module`` per worker (for a
-    module, its parameters; buffers such as BatchNorm's running statistics are
-    not parameters and are left out, as torch's model averagers do). Only
-    replicas of one architecture that started from the same θ can be averaged
-    meaningfully (chapter 04 shows why). ``out``, a tree or a module, receives
-    the result and is returned; without it a new dict is returned for modules.
-    """
-    coefficients = trees.normalised_weights(weights, trees.count_workers(params, "parameters"))
-    return trees.weighted_sum(params, coefficients, out=out, what="parameter")
+    One tree, ``state_dict`` or ``nn.Module`` per worker (a module's parameters; buffers are
+    left out, as torch's model averagers do). Meaningful only for replicas of one model that
+    started from the same θ (chapter 04). ``out``, a tree or a module, receives the result."""
+    return _weighted_mean(params, weights, out, "parameter")
 
 
+@torch.no_grad()
 def sgd_step(params: Any, grads: Any, lr: float, *, out: Any = None) -> Any:
-    """Seed 3.1 and 3.2: one step of stochastic gradient descent.
+    """Seed 3.1 and 3.2: θ ← θ − η ∇L, leaf by leaf.
 
-        θ ← θ − η ∇L
-
-    ``params`` and ``grads`` are trees of the same structure; ``lr`` is η ≥ 0.
-    Returns the new parameters as a new tree, or writes them into ``out`` (which
-    may be ``params`` itself, to update in place). Everything, NaN and Inf
-    included, is checked before anything is written.
-    """
-    lr = _check_learning_rate(lr)
-    (param_leaves, grad_leaves) = _check_step(params, grads)
-    if out is None:
-        out = trees.rebuild(params, [trees.empty_like_leaf(p) for _, p in param_leaves])
-    # No aliasing check: θ − ηg is elementwise, so out may be params (in place).
-    out_leaves = trees.check_out(out, param_leaves, [], what="parameter")
-    for (_, p), (_, g), o in zip(param_leaves, grad_leaves, out_leaves):
+    A new tree, or written into ``out`` (``params`` itself updates in place); everything
+    is checked before anything is written."""
+    eta, (paths, thetas, gs) = checks.number(lr, "learning rate lr", non_negative=True), checks.step(params, grads)
+    outs = [empty_like(t) for t in thetas] if out is None else checks.out(out, thetas, paths, [], "parameter")
+    for theta, g, o in zip(thetas, gs, outs):
         if isinstance(o, torch.Tensor):
-            with torch.no_grad():
-                torch.add(p.detach(), g.detach(), alpha=-lr, out=o)
+            torch.add(theta, g, alpha=-eta, out=o)         # o = θ − η g
         else:
-            np.subtract(p, o.dtype.type(lr) * g, out=o)
-    return out
+            np.subtract(theta, o.dtype.type(eta) * g, out=o)
+    return rebuild(params, outs) if out is None else out
 
 
-# ----------------------------------------------------------------- checks
-def _check_losses(losses: Sequence[Any]) -> list[Any]:
-    if isinstance(losses, (torch.Tensor, np.ndarray)) and losses.ndim == 1:
-        losses = list(losses)  # K losses in one vector; a tensor's elements keep their autograd history
-    count = trees.count_workers(losses, "losses")
-    values, kinds, device = [], set(), None
-    for i, loss in enumerate(losses):
-        if isinstance(loss, torch.Tensor):
-            if loss.ndim != 0:
-                raise ValueError(f"loss of worker {i} has shape {tuple(loss.shape)}; expected a scalar "
-                                 "(reduce it with .mean() or .sum() first)")
-            if not loss.dtype.is_floating_point:
-                raise TypeError(f"loss of worker {i} has dtype {loss.dtype}; expected floating point")
-            if device is not None and loss.device != device:
-                raise ValueError(f"loss of worker {i} is on {loss.device}, worker 0's on {device}")
-            device = loss.device
-            kinds.add("torch")
-            finite = bool(torch.isfinite(loss.detach()))
-        elif isinstance(loss, np.ndarray) and loss.ndim != 0:
-            raise ValueError(f"loss of worker {i} has shape {loss.shape}; expected a scalar")
-        elif isinstance(loss, (numbers.Real, np.ndarray)) and not isinstance(loss, bool):
-            loss = float(loss)
-            kinds.add("number")
-            finite = math.isfinite(loss)
+@torch.no_grad()
+def _weighted_mean(trees: Sequence[Any], weights: Any, out: Any, what: str) -> Any:
+    """Σ_i c_i x_i leaf by leaf, c_i = w_i / Σ_j w_j: one buffer, one multiply-add per worker."""
+    paths, xs = checks.workers(trees, what)                # xs[i][leaf]: worker i's leaves
+    c = checks.coefficients(weights, len(xs))
+    template = as_tree(trees[0])                           # an nn.Module stands for its parameters
+    outs = [empty_like(x) for x in xs[0]] if out is None else checks.out(as_tree(out), xs[0], paths, xs, what)
+    for leaf, o in enumerate(outs):
+        x = [x_i[leaf] for x_i in xs]
+        if isinstance(o, torch.Tensor):                    # in place: no temporaries
+            torch.mul(x[0], c[0], out=o)                   # o = c_0 x_0
+            for x_i, c_i in zip(x[1:], c[1:]):
+                o.add_(x_i, alpha=c_i)                     # o += c_i x_i
         else:
-            raise TypeError(f"loss of worker {i} is {type(loss).__name__} ({loss!r:.40}); "
-                            "expected a number or a 0-d tensor")
-        if len(kinds) > 1:
-            raise TypeError(f"loss of worker {i} mixes torch tensors with plain numbers; "
-                            "give all K losses as tensors or all as numbers")
-        if not finite:
-            raise ValueError(f"loss of worker {i} is {loss}; a NaN or Inf loss poisons the average")
-        values.append(loss)
-    assert len(values) == count
-    return values
-
-
-def _check_learning_rate(lr: Any) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"learning rate lr is {type(lr).__name__} ({lr!r:.40}); expected a real number")
-    lr = float(lr)
-    if not math.isfinite(lr) or lr < 0:
-        raise ValueError(f"learning rate lr is {lr}; expected a finite number ≥ 0")
-    return lr
-
-
-def _check_step(params: Any, grads: Any) -> tuple[list, list]:
-    """Pair the parameters' and gradients' leaves; check they agree and are finite."""
-    param_leaves = trees.leaves_with_paths(params, what="parameter")
-    grad_leaves = trees.leaves_with_paths(grads, what="gradient")
-    trees.check_floating(param_leaves, worker=None, what="parameter")
-    by_path = dict(grad_leaves)
-    if set(by_path) != {path for path, _ in param_leaves}:
-        raise ValueError(f"gradients have leaves {sorted(by_path)}, parameters have "
-                         f"{sorted(path for path, _ in param_leaves)}")
-    grad_leaves = [(path, by_path[path]) for path, _ in param_leaves]
-    for (path, p), (_, g) in zip(param_leaves, grad_leaves):
-        trees.check_same_leaf(g, p, worker=None, path=path, what="gradient", ref_name="the parameter")
-    for what, leaves in (("parameter", param_leaves), ("gradient", grad_leaves)):
-        for path, x in leaves:
-            finite = bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) \
-                else bool(np.isfinite(x).all())
-            if not finite:
-                raise ValueError(f"{what} leaf {path!r} holds NaN or Inf")
-    return param_leaves, grad_leaves
+            with np.errstate(invalid="ignore", over="ignore"):
+                o[...] = sum(c_i * x_i for c_i, x_i in zip(c, x))
+        if not checks.finite(o):    # NaN or Inf in any x_i makes o NaN or Inf (0 · Inf is NaN)
+            bad = next((i for i, x_i in enumerate(x) if not checks.finite(x_i)), None)
+            raise ValueError(f"{what} of worker {bad}, leaf {paths[leaf]!r} holds NaN or Inf" if bad is not None
+                             else f"the weighted sum of the {what}s overflows at leaf {paths[leaf]!r} (inputs finite)")
+    return rebuild(template, outs) if out is None else out

@@ -14,6 +14,7 @@ autograd is the independent reference for the hand-written backward pass).
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -159,3 +160,31 @@ def tanh_network_autograd(params: dict[str, np.ndarray], X: np.ndarray, Y: np.nd
     torch.mean((Y_hat - Y_t) ** 2).backward()
     grads = {"Y_hat": Y_hat.grad, "X1": X1.grad, **{name: p.grad for name, p in t.items()}}
     return {name: g.numpy() for name, g in grads.items()}
+
+
+# ===================================================================== torch
+def mlp(sizes: Sequence[int] = (64, 64, 10), *, seed: int = 0, batch_norm: bool = False,
+        dtype: torch.dtype = torch.float32) -> torch.nn.Sequential:
+    """A multi-layer perceptron: Linear, (BatchNorm,) ReLU, ..., Linear; the same θ for the same seed."""
+    torch.manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(n_in, n_out, dtype=dtype))
+        if i < len(sizes) - 2:
+            if batch_norm:
+                layers.append(torch.nn.BatchNorm1d(n_out, dtype=dtype))
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """How many numbers the model learns."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy of a classifier on (x, y)."""
+    logits = model(x)
+    return {"loss": float(torch.nn.functional.cross_entropy(logits, y)),
+            "accuracy": float((logits.argmax(1) == y).float().mean())}

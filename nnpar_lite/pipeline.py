@@ -5,9 +5,12 @@ What crosses between workers are activations (forward) and their gradients
 article's θ = 1/K Σ θ_i has no meaning here. To keep all stages busy the batch
 is cut into m micro-batches that flow through the pipeline one after another:
 
-* GPipe (Huang et al. 2019): all m forwards, then all m backwards;
-* 1F1B (Narayanan et al. 2019, PipeDream-Flush): after a warm-up, each stage
-  alternates one forward and one backward, so it holds fewer activations.
+* GPipe (Huang et al., NeurIPS 2019): all m forwards, then all m backwards;
+* 1F1B with a flush at the end of each step (Narayanan et al., ICML 2021,
+  "Memory-Efficient Pipeline-Parallel DNN Training", PipeDream-Flush; Megatron-LM
+  at scale, SC21): after a warm-up, each stage alternates one forward and one
+  backward, so it holds fewer activations. (PipeDream, SOSP 2019, is the
+  asynchronous 1F1B with weight stashing: no flush, no bubble, stale weights.)
 
 Both leave the same idle "bubble", (p − 1)/(m + p − 1) of the step.
 """
@@ -23,21 +26,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .costmodel import bubble_fraction, peak_activations  # noqa: F401  (re-exported for the chapter)
+from .util import even_bounds, whole_number
 
 
 def split_into_stages(model: torch.nn.Sequential, num_stages: int) -> list[torch.nn.Sequential]:
     """Cut a Sequential into ``num_stages`` consecutive stages of nearly equal layer counts
     (the stages share the model's parameters)."""
     layers = list(model)
-    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or not 1 <= num_stages <= len(layers):
+    if whole_number("num_stages", num_stages) > len(layers):
         raise ValueError(f"num_stages must be between 1 and the {len(layers)} layers, got {num_stages!r}")
-    base, extra = divmod(len(layers), num_stages)
-    stages, start = [], 0
-    for s in range(num_stages):
-        size = base + (1 if s < extra else 0)
-        stages.append(torch.nn.Sequential(*layers[start:start + size]))
-        start += size
-    return stages
+    return [torch.nn.Sequential(*layers[start:stop]) for start, stop in even_bounds(len(layers), num_stages)]
 
 
 # ---------------------------------------------------------------- schedules
@@ -163,13 +161,6 @@ def pipelined_gradients(model: torch.nn.Sequential, x: torch.Tensor, y: torch.Te
     return [p.grad for p in model.parameters()]
 
 
-def unsplit_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """The reference: gradients of the mean loss of the whole model on the whole batch."""
-    model = copy.deepcopy(model)
-    F.cross_entropy(model(x), y).backward()
-    return [p.grad for p in model.parameters()]
-
-
 def run_on_devices(model: torch.nn.Sequential, devices: Sequence[torch.device | str], x: torch.Tensor,
                    y: torch.Tensor, *, num_microbatches: int = 4) -> list[torch.Tensor]:
     """A heterogeneous pipeline (seed 2.5): stage s on ``devices[s]`` (for example the CPU and a
@@ -196,86 +187,62 @@ def _log(rank: int, message: str) -> None:
         print(f"[stage {rank}] {message}", flush=True)
 
 
-def gpipe_step(stage: torch.nn.Module, rank: int, world_size: int, x: torch.Tensor | None, y: torch.Tensor | None,
-               num_microbatches: int, micro_sizes: Sequence[int], activation_width: int) -> float | None:
-    """One GPipe step over real processes, stage ``rank`` of ``world_size``: all forwards
-    (receive the activation from rank − 1, send ours to rank + 1), then all backwards in
-    reverse (receive the gradient from rank + 1, send ours to rank − 1). Gradients
-    accumulate in ``stage``'s parameters. Returns the mean loss on the last stage.
+def gpipe_step(stage: torch.nn.Module, x: torch.Tensor | None, y: torch.Tensor | None,
+               micro_sizes: Sequence[int], activation_width: int, *, group=None) -> float | None:
+    """One GPipe step over real processes; this process is stage ``rank`` of the group's
+    ``world_size``. All forwards (receive the activation from rank − 1, send ours to rank + 1),
+    then all backwards in reverse (receive the gradient from rank + 1, send ours to
+    rank − 1). Gradients accumulate in ``stage``'s parameters. ``x`` is read on the first
+    stage, ``y`` on the last; received activations take the stage's dtype. Returns the
+    mean loss on the last stage.
 
     Backward sends use ``isend``: with blocking sends on gloo, the last stage can block
     sending a gradient while the first is still sending activations (a deadlock seen here).
     """
-    first, last = rank == 0, rank == world_size - 1
-    micro_x = torch.tensor_split(x, num_microbatches) if first else [None] * num_microbatches
-    micro_y = torch.tensor_split(y, num_microbatches) if last else [None] * num_microbatches
-    inputs, outputs, total_loss, pending = [], [], 0.0, []
-    for i in range(num_microbatches):
-        if first:
-            incoming = micro_x[i]
-        else:
-            incoming = torch.empty(micro_sizes[i], activation_width)
-            dist.recv(incoming, rank - 1)
-            _log(rank, f"F{i}: received activation {tuple(incoming.shape)} from stage {rank - 1}")
-            incoming.requires_grad_(True)
-        out = stage(incoming)
-        if not last:
-            dist.send(out.detach(), rank + 1)
-            _log(rank, f"F{i}: sent activation {tuple(out.shape)} to stage {rank + 1}")
-        inputs.append(incoming)
-        outputs.append(out)
-    batch = sum(micro_sizes)
-    for i in reversed(range(num_microbatches)):
-        if last:
-            loss = F.cross_entropy(outputs[i], micro_y[i]) * micro_sizes[i] / batch
+    link, sizes = _Link(group), list(micro_sizes)
+    dtype = next((p.dtype for p in stage.parameters()), torch.get_default_dtype())
+    micro_x, micro_y = (torch.split(x, sizes) if link.first else None), (torch.split(y, sizes) if link.last else None)
+    inputs, outputs = [], []
+    for i, size in enumerate(sizes):
+        inputs.append(micro_x[i] if link.first else link.receive((size, activation_width), dtype, f"F{i}: activation"))
+        outputs.append(stage(inputs[i]))
+        if not link.last:
+            link.send(outputs[i].detach(), f"F{i}: activation")
+    total_loss, pending = 0.0, []
+    for i in reversed(range(len(sizes))):
+        if link.last:
+            loss = F.cross_entropy(outputs[i], micro_y[i]) * sizes[i] / sum(sizes)
             total_loss += float(loss.detach())
             loss.backward()
         else:
-            grad = torch.empty_like(outputs[i])
-            dist.recv(grad, rank + 1)
-            _log(rank, f"B{i}: received gradient from stage {rank + 1}")
-            outputs[i].backward(grad)
-        if not first:
-            pending.append(dist.isend(inputs[i].grad, rank - 1))
-            _log(rank, f"B{i}: sending gradient to stage {rank - 1}")
+            outputs[i].backward(link.receive(tuple(outputs[i].shape), outputs[i].dtype, f"B{i}: gradient", 1))
+        if not link.first:
+            pending.append(link.send(inputs[i].grad, f"B{i}: gradient", -1, blocking=False))
     for request in pending:
         request.wait()
-    return total_loss if last else None
+    return total_loss if link.last else None
 
 
-def pipeline_against_unsplit(rank: int, world_size: int, config: dict) -> dict:
-    """Train a Sequential MLP cut into ``world_size`` stages (one per rank) with GPipe for a
-    few SGD steps; every rank also trains the unsplit model on the whole batch and compares
-    the gradients and parameters of its own stage after every step."""
-    from .data_parallel import mlp
+class _Link:
+    """This stage's neighbours in the group: receive from rank − 1 (or + 1), send to rank + 1
+    (or − 1), logging every message when ``VERBOSE``."""
 
-    sizes, m, lr = config.get("sizes", (64, 32, 32, 10)), config.get("microbatches", 4), config.get("lr", 0.1)
-    batch, steps = config.get("batch", 30), config.get("steps", 3)
-    dtype = torch.float64
-    model, reference = mlp(sizes, seed=0, dtype=dtype), mlp(sizes, seed=0, dtype=dtype)
-    torch.set_default_dtype(dtype)
-    stages = split_into_stages(model, world_size)
-    ref_stages = split_into_stages(reference, world_size)
-    mine, ref_mine = stages[rank], ref_stages[rank]
-    widths = [next(l.in_features for l in st if isinstance(l, torch.nn.Linear)) for st in stages]
-    gen = torch.Generator().manual_seed(1)
-    report = {"gradient differences": [], "parameter differences": [], "losses": []}
-    for _ in range(steps):
-        x = torch.randn(batch, sizes[0], generator=gen, dtype=dtype)
-        y = torch.randint(0, sizes[-1], (batch,), generator=gen)
-        micro_sizes = [len(t) for t in torch.tensor_split(torch.arange(batch), m)]
-        mine.zero_grad()
-        loss = gpipe_step(mine, rank, world_size, x, y, m, micro_sizes, widths[rank])
-        reference.zero_grad()
-        F.cross_entropy(reference(x), y).backward()
-        with torch.no_grad():
-            report["gradient differences"].append(max(float((p.grad - q.grad).abs().max())
-                                                      for p, q in zip(mine.parameters(), ref_mine.parameters())))
-            for module in (mine, reference):
-                for p in module.parameters():
-                    p -= lr * p.grad
-            report["parameter differences"].append(max(float((p - q).abs().max())
-                                                       for p, q in zip(mine.parameters(), ref_mine.parameters())))
-        report["losses"].append(loss)
-    torch.set_default_dtype(torch.float32)
-    return report
+    def __init__(self, group=None):
+        self.group, self.rank, world = group, dist.get_rank(group), dist.get_world_size(group)
+        self.first, self.last = self.rank == 0, self.rank == world - 1
+
+    def _peer(self, offset: int) -> int:
+        r = self.rank + offset
+        return r if self.group is None else dist.get_global_rank(self.group, r)
+
+    def receive(self, shape, dtype, what: str, offset: int = -1) -> torch.Tensor:
+        buffer = torch.empty(shape, dtype=dtype)
+        dist.recv(buffer, self._peer(offset), group=self.group)
+        _log(self.rank, f"{what} {tuple(shape)} received from stage {self.rank + offset}")
+        return buffer.requires_grad_(offset < 0)       # an activation needs its gradient back
+
+    def send(self, tensor: torch.Tensor, what: str, offset: int = 1, blocking: bool = True):
+        _log(self.rank, f"{what} {tuple(tensor.shape)} sent to stage {self.rank + offset}")
+        if blocking:
+            return dist.send(tensor, self._peer(offset), group=self.group)
+        return dist.isend(tensor, self._peer(offset), group=self.group)

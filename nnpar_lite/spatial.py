@@ -1,9 +1,12 @@
-"""Spatial parallelism (Dryden et al., IPDPS 2019): the *input image* split into tiles.
+"""Spatial parallelism (Dryden et al., IPDPS 2019): each sample's image split into tiles.
 
-A convolution's output pixel depends on a k×k window of input pixels. Split the
-output into a grid of tiles, one per worker: each worker needs its own part of
-the input plus a border of k − 1 rows and columns (the *halo*) that belongs to
-its neighbours, or is zero padding at the image's edge. With the halos
+This splits the *data* inside each sample, not the model: every worker holds all the
+weights (their gradients are summed across workers, as in data parallelism). A
+convolution's output pixel depends on a k×k window of input pixels. Split the output
+into a grid of tiles, one per worker: for an odd k and 'same' padding each worker needs
+its own part of the input plus (k − 1)/2 rows and columns on each side (the *halo*,
+k − 1 per dimension in all) that belong to its neighbours, or are zero padding at the
+image's edge. With the halos
 exchanged, each worker convolves its tile alone and the tiles stitch into the
 full output, exactly. Only the halo crosses between workers: its size grows
 with a tile's perimeter, the work with its area (surface against volume).
@@ -17,11 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-
-def _bounds(size: int, parts: int) -> list[tuple[int, int]]:
-    """Consecutive [start, stop) intervals of nearly equal length (may differ by one)."""
-    cuts = torch.tensor_split(torch.arange(size), parts)
-    return [(int(c[0]), int(c[-1]) + 1) for c in cuts]
+from .util import even_bounds
 
 
 def _check_conv(x: torch.Tensor, weight: torch.Tensor, grid: Sequence[int], padding: int) -> tuple[int, int]:
@@ -49,8 +48,8 @@ def tiles(x: torch.Tensor, weight: torch.Tensor, *, grid=(2, 2), padding: int = 
     out_h, out_w = _check_conv(x, weight, grid, padding)
     kh, kw = weight.shape[2:]
     layout = []
-    for r0, r1 in _bounds(out_h, grid[0]):
-        for c0, c1 in _bounds(out_w, grid[1]):
+    for r0, r1 in even_bounds(out_h, grid[0]):
+        for c0, c1 in even_bounds(out_w, grid[1]):
             # Output pixel (i, j) reads padded-input rows i … i + kh − 1, columns j … j + kw − 1.
             layout.append({"out_rows": (r0, r1), "out_cols": (c0, c1),
                            "in_rows": (r0, r1 + kh - 1), "in_cols": (c0, c1 + kw - 1)})
@@ -95,73 +94,38 @@ def halo_fraction(height: int, width: int, grid: Sequence[int], kernel: int, pad
 
 # ============================================================ real processes
 class HaloExchange(torch.autograd.Function):
-    """Forward: append ``halo`` rows from the neighbours above and below (zeros at the image's
+    """Forward: add ``halo`` rows from the neighbours above and below (zeros at the image's
     edge). Backward: send the gradient of those rows back to their owners and add what comes
-    back for ours. Rows are split along H among the ranks in order."""
+    back for ours. The image's rows are split along H among the group's ranks, in order."""
 
     @staticmethod
-    def forward(ctx, own: torch.Tensor, halo: int):
-        rank, world = dist.get_rank(), dist.get_world_size()
-        ctx.halo, ctx.rank, ctx.world = halo, rank, world
-        above = torch.zeros_like(own[:, :, :halo])
-        below = torch.zeros_like(own[:, :, :halo])
-        if halo:
-            requests = []
-            if rank > 0:
-                requests += [dist.isend(own[:, :, :halo].contiguous(), rank - 1), dist.irecv(above, rank - 1)]
-            if rank < world - 1:
-                requests += [dist.isend(own[:, :, -halo:].contiguous(), rank + 1), dist.irecv(below, rank + 1)]
-            for request in requests:
-                request.wait()
+    def forward(ctx, own: torch.Tensor, halo: int, group=None):
+        ctx.halo, ctx.group = halo, group
+        above, below = _exchange_edges(own[:, :, :halo], own[:, :, own.shape[2] - halo:], group)
         return torch.cat([above, own, below], dim=2)
 
     @staticmethod
     def backward(ctx, grad):
-        halo, rank, world = ctx.halo, ctx.rank, ctx.world
+        halo = ctx.halo
         grad_own = grad[:, :, halo:grad.shape[2] - halo].clone()
-        if halo:
-            from_above = torch.zeros_like(grad_own[:, :, :halo])
-            from_below = torch.zeros_like(grad_own[:, :, :halo])
-            requests = []
-            if rank > 0:   # our top rows were the halo "below" of rank − 1
-                requests += [dist.isend(grad[:, :, :halo].contiguous(), rank - 1), dist.irecv(from_above, rank - 1)]
-            if rank < world - 1:
-                requests += [dist.isend(grad[:, :, -halo:].contiguous(), rank + 1), dist.irecv(from_below, rank + 1)]
-            for request in requests:
-                request.wait()
-            grad_own[:, :, :halo] += from_above
-            grad_own[:, :, -halo:] += from_below
-        return grad_own, None
+        # Our top halo rows were rank − 1's bottom rows: their gradient goes back up, and so on.
+        from_above, from_below = _exchange_edges(grad[:, :, :halo], grad[:, :, grad.shape[2] - halo:], ctx.group)
+        grad_own[:, :, :halo] += from_above
+        grad_own[:, :, grad_own.shape[2] - halo:] += from_below
+        return grad_own, None, None
 
 
-def halo_conv_worker(rank: int, world_size: int, config: dict) -> dict:
-    """A 'same' k×k convolution with the image's rows split among the ranks: halo exchange by
-    send/recv, local convolution, then the weight and bias gradients summed over ranks.
-    Every rank compares its output rows and its input-row gradient with the unsplit
-    ``F.conv2d``, and the summed weight/bias gradients with the unsplit ones."""
-    n, c_in, c_out, height, width, k = config.get("shape", (2, 3, 4, 11, 9, 3))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(n, c_in, height, width, generator=gen, dtype=torch.float64)
-    weight = torch.randn(c_out, c_in, k, k, generator=gen, dtype=torch.float64)
-    bias = torch.randn(c_out, generator=gen, dtype=torch.float64)
-    refs = [t.clone().requires_grad_(True) for t in (x, weight, bias)]
-    expected = F.conv2d(*refs, padding=k // 2)
-    expected.square().sum().backward()
-
-    r0, r1 = _bounds(height, world_size)[rank]
-    if r1 - r0 < k // 2:
-        raise ValueError(f"rank {rank} owns {r1 - r0} rows, fewer than the halo of {k // 2}")
-    own = x[:, :, r0:r1].clone().requires_grad_(True)
-    w, b = weight.clone().requires_grad_(True), bias.clone().requires_grad_(True)
-    with_halo = HaloExchange.apply(own, k // 2)
-    out = F.conv2d(with_halo, w, b, padding=(0, k // 2))     # rows come from the halo, columns padded
-    out.square().sum().backward()
-    for grad in (w.grad, b.grad):                             # parameters are shared: sum their gradients
-        dist.all_reduce(grad)
-    with torch.no_grad():
-        return {"rows": (r0, r1),
-                "output": float((out - expected[:, :, r0:r1]).abs().max()),
-                "input gradient": float((own.grad - refs[0].grad[:, :, r0:r1]).abs().max()),
-                "weight gradient": float((w.grad - refs[1].grad).abs().max()),
-                "bias gradient": float((b.grad - refs[2].grad).abs().max()),
-                "halo bytes sent (forward + backward)": 2 * (int(rank > 0) + int(rank < world_size - 1)) * n * c_in * (k // 2) * width * 8}
+def _exchange_edges(top: torch.Tensor, bottom: torch.Tensor, group) -> tuple[torch.Tensor, torch.Tensor]:
+    """Send ``top`` to the rank above and ``bottom`` to the rank below; receive theirs (zeros
+    where there is no neighbour). Non-blocking sends, so that no pair waits on the other."""
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    peer = (lambda r: r) if group is None else (lambda r: dist.get_global_rank(group, r))
+    from_above, from_below = torch.zeros_like(top), torch.zeros_like(bottom)
+    requests = []
+    for neighbour, send, receive in ((rank - 1, top, from_above), (rank + 1, bottom, from_below)):
+        if send.shape[2] and 0 <= neighbour < world:
+            requests += [dist.isend(send.contiguous(), peer(neighbour), group=group),
+                         dist.irecv(receive, peer(neighbour), group=group)]
+    for request in requests:
+        request.wait()
+    return from_above, from_below

@@ -18,12 +18,12 @@ input). f is the identity forward and an all-reduce backward; g the reverse.
 
 from __future__ import annotations
 
-import copy
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+from .util import even_bounds, whole_number
 
 
 def split_columns(layer: torch.nn.Linear, num_workers: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -42,7 +42,7 @@ def split_rows(layer: torch.nn.Linear, num_workers: int) -> list[torch.Tensor]:
 
 
 def _check_split(size: int, num_workers: int, what: str) -> None:
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or not 1 <= num_workers <= size:
+    if whole_number("num_workers", num_workers) > size:
         raise ValueError(f"cannot split {size} {what} among {num_workers!r} workers")
 
 
@@ -75,75 +75,41 @@ def megatron_mlp(x: torch.Tensor, first: torch.nn.Linear, second: torch.nn.Linea
 
 # ============================================================ real processes
 class CopyToWorkers(torch.autograd.Function):
-    """Megatron's f: identity in the forward pass, all-reduce of the gradient in the backward
-    pass (each worker used the same input; its gradient is the sum of their contributions)."""
+    """Megatron's f: identity in the forward pass, all-reduce of the gradient over ``group`` in
+    the backward pass (each worker used the same input; its gradient is the sum of theirs).
+    ``CopyToWorkers.apply(x, group)``; the group defaults to all ranks."""
 
     @staticmethod
-    def forward(ctx, x):
-        return x
+    def forward(ctx, x, group=None):
+        ctx.group = group
+        return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
         grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
 
 
 class SumFromWorkers(torch.autograd.Function):
-    """Megatron's g: all-reduce (sum) in the forward pass, identity in the backward pass."""
+    """Megatron's g: all-reduce (sum) over ``group`` in the forward pass, identity in the
+    backward pass. ``SumFromWorkers.apply(partial, group)``."""
 
     @staticmethod
-    def forward(ctx, partial):
+    def forward(ctx, partial, group=None):
         total = partial.clone()
-        dist.all_reduce(total)
+        dist.all_reduce(total, group=group)
         return total
 
     @staticmethod
     def backward(ctx, grad):
-        return grad
-
-
-def megatron_mlp_worker(rank: int, world_size: int, config: dict) -> dict:
-    """Each rank holds its blocks of a two-layer MLP's weights and runs the Megatron forward and
-    backward with f and g over the process group; every rank also runs the unsplit MLP and
-    compares the output, the input gradient and the gradients of its own blocks."""
-    n_in, hidden, n_out, batch = config.get("sizes", (6, 10, 5, 7))
-    torch.manual_seed(0)
-    first = torch.nn.Linear(n_in, hidden, dtype=torch.float64)
-    second = torch.nn.Linear(hidden, n_out, dtype=torch.float64)
-    x = torch.randn(batch, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    reference_first, reference_second = copy.deepcopy(first), copy.deepcopy(second)
-    x_ref = x.clone().requires_grad_(True)
-    expected = reference_second(F.gelu(reference_first(x_ref)))
-    expected.square().sum().backward()
-
-    # This rank's blocks, as independent leaf tensors: what a real worker would store.
-    (w1, b1), w2 = split_columns(first, world_size)[rank], split_rows(second, world_size)[rank]
-    w1, b1, w2 = (t.detach().clone().requires_grad_(True) for t in (w1, b1, w2))
-    x_mine = x.clone().requires_grad_(True)
-    shared = CopyToWorkers.apply(x_mine)                                     # f
-    partial = F.linear(F.gelu(F.linear(shared, w1, b1)), w2)
-    out = SumFromWorkers.apply(partial) + second.bias.detach()               # g, then b2 once
-    out.square().sum().backward()
-
-    ref_w1, ref_b1 = reference_first.weight.grad, reference_first.bias.grad
-    rows = torch.tensor_split(torch.arange(hidden), world_size)[rank]
-    with torch.no_grad():
-        return {
-            "output": float((out - expected).abs().max()),
-            "input gradient": float((x_mine.grad - x_ref.grad).abs().max()),
-            "W1 block gradient": float((w1.grad - ref_w1[rows]).abs().max()),
-            "b1 block gradient": float((b1.grad - ref_b1[rows]).abs().max()),
-            "W2 block gradient": float((w2.grad - reference_second.weight.grad[:, rows]).abs().max()),
-        }
+        return grad, None
 
 
 def blocks_held(out_features: int, in_features: int, num_workers: int, kind: str) -> list[tuple[slice, slice]]:
     """Which (rows, columns) of W (out × in) worker k holds, for a picture."""
     if kind == "column":
-        parts = torch.tensor_split(torch.arange(out_features), num_workers)
-        return [(slice(int(p[0]), int(p[-1]) + 1), slice(0, in_features)) for p in parts]
+        return [(slice(a, b), slice(0, in_features)) for a, b in even_bounds(out_features, num_workers)]
     if kind == "row":
-        parts = torch.tensor_split(torch.arange(in_features), num_workers)
-        return [(slice(0, out_features), slice(int(p[0]), int(p[-1]) + 1)) for p in parts]
+        return [(slice(0, out_features), slice(a, b)) for a, b in even_bounds(in_features, num_workers)]
     raise ValueError(f"kind must be 'column' or 'row', got {kind!r}")

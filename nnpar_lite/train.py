@@ -29,7 +29,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .data import digits, even_shard_sizes
-from .data_parallel import allreduce_gradients, mlp
+from .data_parallel import allreduce_gradients
+from .models import mlp
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,20 +51,22 @@ def checksum(model: torch.nn.Module) -> str:
     return f"sum {flat.sum().item():.6f}  abs-sum {flat.abs().sum().item():.6f}"
 
 
+def join_group(backend: str | None) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, distributed?) from the variables torchrun sets; one process without them."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1, torch.device("cpu"), False
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")   # NCCL only with tensors on GPUs
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend)
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    return dist.get_rank(), dist.get_world_size(), device, True
+
+
 def main(argv=None) -> str:
     args = parse_args(argv)
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    if distributed:
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend)
-        rank, world = dist.get_rank(), dist.get_world_size()
-        device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
-    else:
-        rank, world, device = 0, 1, torch.device("cpu")
-
+    rank, world, device, distributed = join_group(args.backend)
     X, y = (torch.from_numpy(a) for a in digits())
     order = torch.randperm(len(X), generator=torch.Generator().manual_seed(args.seed))
     model = mlp((64, args.hidden, 10), seed=args.seed).to(device)
@@ -87,12 +90,17 @@ def main(argv=None) -> str:
         lines.append(f"step {step:3d}  loss {(total[0] / total[1]).item():.6f}")
         if rank == 0:
             print(lines[-1], flush=True)
+    return finish(args.out, model, lines, rank, world, distributed)
+
+
+def finish(out: Path, model: torch.nn.Module, lines: list[str], rank: int, world: int, distributed: bool) -> str:
+    """Rank 0 prints the checksum and writes log.txt and final_params.pt into ``out``; all leave."""
     summary = f"world size {world}  final parameters: {checksum(model)}"
     if rank == 0:
         print(summary, flush=True)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "log.txt").write_text("\n".join(lines + [summary]) + "\n", encoding="utf-8")
-        torch.save({n: p.detach().cpu() for n, p in model.named_parameters()}, args.out / "final_params.pt")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "log.txt").write_text("\n".join(lines + [summary]) + "\n", encoding="utf-8")
+        torch.save({n: p.detach().cpu() for n, p in model.named_parameters()}, out / "final_params.pt")
     if distributed:
         dist.barrier()  # meet before leaving: see distributed.py
         dist.destroy_process_group()

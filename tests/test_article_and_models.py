@@ -6,7 +6,7 @@ import torch
 
 from nnpar_lite import article, data_parallel, model_averaging, models
 from nnpar_lite.data import article_data, standardize
-from nnpar_lite.exercises import planted_fault_network
+from nnpar_lite.exercises.article_code import planted_fault_network
 from nnpar_lite.gradcheck import gradient_check, numerical_gradient
 
 X, Y = article_data()

@@ -52,8 +52,10 @@ CASES = [
     ("empty", ([],), ValueError, ["empty"]),
     ("not a list", (np.ones(3),), TypeError, ["list"]),
     ("missing key", ([{"fc": {"w": np.ones((2, 3)), "b": np.ones(3)}}, {"fc": {"w": np.ones((2, 3))}}],),
-     ValueError, ["worker 1", "'fc'", "['b', 'w']"]),
-    ("list length", ([[np.ones(2), np.ones(2)], [np.ones(2)]],), ValueError, ["worker 1", "length 2", "length 1"]),
+     ValueError, ["worker 1", "lacks leaf 'fc.b'", "['fc.w']"]),
+    ("list length", ([[np.ones(2), np.ones(2)], [np.ones(2)]],), ValueError, ["worker 1", "lacks leaf '[1]'"]),
+    ("extra leaf", ([{"w": np.ones(2)}, {"w": np.ones(2), "v": np.ones(2)}],), ValueError,
+     ["worker 1", "extra leaf 'v'"]),
     ("shape", (bad(grads_np(), 2, ("fc", "w"), np.ones((3, 2))),), ValueError, ["worker 2", "'fc.w'", "(3, 2)", "(2, 3)"]),
     ("dtype", (bad(grads_np(), 1, ("fc", "b"), np.ones(3, np.float32)),), TypeError, ["worker 1", "'fc.b'", "float32"]),
     ("numpy mixed with torch", (bad(grads_np(), 1, ("fc", "b"), torch.ones(3, dtype=torch.float64)),), TypeError,
@@ -152,8 +154,14 @@ def test_out_sharing_memory_with_an_input_is_refused():
 
 
 def test_modules_mixed_with_trees():
-    with pytest.raises(TypeError, match="mix nn.Module"):
-        nl.average_parameters([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).state_dict()])
+    """A module stands for its parameters, so it averages with a replica's parameter dict, but
+    not with a state_dict that also holds buffers."""
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    got = nl.average_parameters([a, dict(b.named_parameters())])
+    torch.testing.assert_close(got["weight"], (a.weight + b.weight).detach() / 2)
+    bn = torch.nn.BatchNorm1d(2)
+    with pytest.raises(ValueError, match="parameter of worker 1 has an extra leaf 'running_mean'"):
+        nl.average_parameters([bn, bn.state_dict()])
 
 
 @pytest.mark.parametrize("losses, weights, exc, words", [
@@ -163,7 +171,7 @@ def test_modules_mixed_with_trees():
     ([1.0, float("nan")], None, ValueError, ["worker 1", "nan"]),
     ([torch.tensor(1.0), torch.tensor(float("inf"))], None, ValueError, ["worker 1", "inf"]),
     ([torch.tensor(1.0), torch.ones(3)], None, ValueError, ["worker 1", "shape (3,)"]),
-    ([torch.tensor(1.0), 2.0], None, TypeError, ["worker 1", "mixes"]),
+    ([torch.tensor(1.0), 2.0], None, TypeError, ["worker 1", "do not mix numpy and torch"]),
     ([1.0, 2.0], [1.0], ValueError, ["1 weights", "2 workers"]),
     ([1.0, 2.0], [1.0, -1.0], ValueError, ["worker 1", "non-negative"]),
     ([1.0, 2.0], [0, 0], ValueError, ["zero"]),

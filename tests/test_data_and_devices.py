@@ -6,7 +6,8 @@ import torch
 
 import nnpar_lite as nl
 from nnpar_lite import data
-from nnpar_lite.widgets.start_here import loss_average_figure, loss_averages
+from nnpar_lite.experiments.start_here import loss_averages
+from nnpar_lite.widgets.start_here import loss_average_figure
 
 
 def test_article_data_is_seed_4_1():

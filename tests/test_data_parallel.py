@@ -6,11 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from nnpar_lite import data_parallel as dp
+from nnpar_lite.experiments import data_parallel as dpx
+from nnpar_lite.models import mlp
 from nnpar_lite.distributed import launch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ def batch():
 
 
 def model(batch_norm=False):
-    return dp.mlp((64, 32, 10), seed=0, batch_norm=batch_norm, dtype=torch.float64)
+    return mlp((64, 32, 10), seed=0, batch_norm=batch_norm, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("sizes", [[40, 40, 40], [7, 33, 80], [1, 119], [10, 20, 30, 60]])
@@ -57,7 +58,7 @@ def test_batchnorm_statistics_per_worker_differ_from_the_big_batch(batch):
 
 # --------------------------------------------------------------- buckets
 def params_of(sizes=(64, 32, 10)):
-    return list(dp.mlp(sizes).parameters())  # 0.weight 8192 B, 0.bias 128 B, 2.weight 1280 B, 2.bias 40 B
+    return list(mlp(sizes).parameters())  # 0.weight 8192 B, 0.bias 128 B, 2.weight 1280 B, 2.bias 40 B
 
 
 @pytest.mark.parametrize("bucket_bytes, expected", [
@@ -99,7 +100,7 @@ CONFIGS = {
 @pytest.fixture(scope="module")
 def ddp_reports():
     configs = [dict(c, sizes=(64, 32, 10), steps=5, lr=0.5, seed=i) for i, c in enumerate(CONFIGS.values())]
-    reports = launch(dp.train_against_ddp_configs, 3, configs, backend="gloo", timeout=180)
+    reports = launch(dpx.train_against_ddp_configs, 3, configs, backend="gloo", timeout=180)
     return {name: [rank_reports[i] for rank_reports in reports] for i, name in enumerate(CONFIGS)}
 
 
@@ -136,7 +137,6 @@ def test_weighted_equals_the_single_process_reference_after_every_step(ddp_repor
 
 
 def test_frozen_parameter_is_left_alone(ddp_reports):
-    from nnpar_lite.data_parallel import mlp
     initial = dict(mlp((64, 32, 10), seed=3).named_parameters())["0.bias"]
     assert torch.equal(ddp_reports["uneven weighted, frozen bias"][0]["params"]["0.bias"], initial.detach())
 
@@ -144,7 +144,7 @@ def test_frozen_parameter_is_left_alone(ddp_reports):
 @pytest.mark.parametrize("world_size", [2, 3, 4])
 def test_ring_allreduce_equals_dist_all_reduce(world_size):
     numels = [0, 1, world_size - 1, world_size + 1, 7, 1001]
-    for differences in launch(dp.check_ring_allreduce, world_size, numels, backend="gloo", timeout=120):
+    for differences in launch(dpx.check_ring_allreduce, world_size, numels, backend="gloo", timeout=120):
         assert max(differences) < 1e-12
 
 

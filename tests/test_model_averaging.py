@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from nnpar_lite import model_averaging as ma
+from nnpar_lite.costmodel import communication_per_epoch
 from nnpar_lite.data import digits, dirichlet_split, iid_split
-from nnpar_lite.data_parallel import mlp
+from nnpar_lite.experiments import model_averaging as max_
+from nnpar_lite.models import mlp
 from nnpar_lite.distributed import launch
 
 
@@ -33,7 +35,7 @@ def test_h1_equals_synchronous_sgd(data, alpha, workers, momentum, policy):
     shards = iid_split(len(y), workers) if alpha is None else dirichlet_split(y.numpy(), workers, alpha)
     averaged = ma.local_sgd(x, y, shards, local_steps=1, rounds=15, lr=0.2, momentum=momentum,
                             momentum_policy=policy, model=fresh())["model"]
-    reference = ma.synchronous_sgd(x, y, shards, steps=15, lr=0.2, momentum=momentum, model=fresh())["model"]
+    reference = max_.synchronous_sgd(x, y, shards, steps=15, lr=0.2, momentum=momentum, model=fresh())["model"]
     assert largest_difference(averaged, reference) < 1e-12
 
 
@@ -42,7 +44,7 @@ def test_resetting_momentum_is_not_synchronous_sgd(data):
     shards = dirichlet_split(y.numpy(), 3, 0.5)
     averaged = ma.local_sgd(x, y, shards, local_steps=1, rounds=15, lr=0.2, momentum=0.9,
                             momentum_policy="reset", model=fresh())["model"]
-    reference = ma.synchronous_sgd(x, y, shards, steps=15, lr=0.2, momentum=0.9, model=fresh())["model"]
+    reference = max_.synchronous_sgd(x, y, shards, steps=15, lr=0.2, momentum=0.9, model=fresh())["model"]
     assert largest_difference(averaged, reference) > 1e-3
 
 
@@ -50,7 +52,7 @@ def test_larger_h_takes_another_path_and_drifts_more_when_non_iid(data):
     x, y = data
     iid, skewed = iid_split(len(y), 4), dirichlet_split(y.numpy(), 4, 0.1)
     h8 = ma.local_sgd(x, y, skewed, local_steps=8, rounds=2, lr=0.2, model=fresh())
-    sync = ma.synchronous_sgd(x, y, skewed, steps=16, lr=0.2, model=fresh())["model"]
+    sync = max_.synchronous_sgd(x, y, skewed, steps=16, lr=0.2, model=fresh())["model"]
     assert largest_difference(h8["model"], sync) > 1e-3
     drift_iid = ma.local_sgd(x, y, iid, local_steps=8, rounds=2, lr=0.2, model=fresh())["history"][-1]["drift"]
     assert h8["history"][-1]["drift"] > 2 * drift_iid
@@ -66,9 +68,9 @@ def test_permuted_network_computes_the_same_function():
 
 
 def test_communication_per_epoch():
-    assert ma.communication_per_epoch(1000, 4, 1) == {"rounds": 1.0, "bytes": 2 * 3 / 4 * 1000 * 4}
-    assert ma.communication_per_epoch(1000, 4, 8)["bytes"] == 2 * 3 / 4 * 1000 * 4 / 8
-    assert ma.communication_per_epoch(2410, 4, 4, steps_per_epoch=12)["bytes"] == 43380
+    assert communication_per_epoch(1000, 4, 1) == {"rounds": 1.0, "bytes": 2 * 3 / 4 * 1000 * 4}
+    assert communication_per_epoch(1000, 4, 8)["bytes"] == 2 * 3 / 4 * 1000 * 4 / 8
+    assert communication_per_epoch(2410, 4, 4, steps_per_epoch=12)["bytes"] == 43380
 
 
 def test_dirichlet_split_covers_every_sample_once_and_skews_labels():
@@ -107,7 +109,7 @@ def test_bad_input(data, call, exc, word):
 
 
 def test_average_parameters_equals_periodic_model_averager_over_3_ranks():
-    reports = launch(ma.local_sgd_against_torch, 3, dict(alpha=0.1, period=3, steps=12), backend="gloo", timeout=120)
+    reports = launch(max_.local_sgd_against_torch, 3, dict(alpha=0.1, period=3, steps=12), backend="gloo", timeout=120)
     sizes = [r["shard size"] for r in reports]
     assert len(set(sizes)) > 1  # non-IID and uneven
     for r in reports:
@@ -115,4 +117,4 @@ def test_average_parameters_equals_periodic_model_averager_over_3_ranks():
 
 
 def test_weighted_average_parameters_equals_an_all_gather_recomputation():
-    assert max(launch(ma.check_weighted_average, 3, backend="gloo", timeout=120)) < 1e-12
+    assert max(launch(max_.check_weighted_average, 3, backend="gloo", timeout=120)) < 1e-12

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from nnpar_lite import costmodel, pipeline, spatial, tensor_parallel as tp
-from nnpar_lite.data_parallel import mlp
+from nnpar_lite.experiments import model_split as msx
+from nnpar_lite.experiments import spatial as spx
+from nnpar_lite.models import mlp
 from nnpar_lite.distributed import launch
 
 TOL = 1e-10
@@ -64,14 +66,14 @@ def test_pipelined_gradients_equal_the_unsplit_model(schedule, sizes, stages, mi
     model = mlp(sizes, seed=1, dtype=torch.float64)
     x, y = torch.randn(batch, sizes[0], dtype=torch.float64), torch.randint(0, sizes[-1], (batch,))
     got = pipeline.pipelined_gradients(model, x, y, num_stages=stages, num_microbatches=micro, schedule=schedule)
-    assert largest(got, pipeline.unsplit_gradients(model, x, y)) < TOL
+    assert largest(got, msx.unsplit_gradients(model, x, y)) < TOL
 
 
 def test_heterogeneous_pipeline_on_cpu_equals_unsplit():
     model = mlp((16, 8, 4), seed=2, dtype=torch.float64)
     x, y = torch.randn(9, 16, dtype=torch.float64), torch.randint(0, 4, (9,))
     assert largest(pipeline.run_on_devices(model, ["cpu", "cpu"], x, y, num_microbatches=3),
-                   pipeline.unsplit_gradients(model, x, y)) < TOL
+                   msx.unsplit_gradients(model, x, y)) < TOL
 
 
 @pytest.mark.cuda
@@ -80,12 +82,12 @@ def test_heterogeneous_pipeline_cpu_then_gpu_equals_unsplit():
     model = mlp((16, 8, 4), seed=2, dtype=torch.float64)
     x, y = torch.randn(9, 16, dtype=torch.float64), torch.randint(0, 4, (9,))
     assert largest(pipeline.run_on_devices(model, ["cpu", "cuda"], x, y, num_microbatches=3),
-                   pipeline.unsplit_gradients(model, x, y)) < TOL
+                   msx.unsplit_gradients(model, x, y)) < TOL
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_real_pipeline_equals_the_unsplit_model(world_size):
-    reports = launch(pipeline.pipeline_against_unsplit, world_size, dict(microbatches=4, steps=3, batch=30),
+    reports = launch(msx.pipeline_against_unsplit, world_size, dict(microbatches=4, steps=3, batch=30),
                      backend="gloo", timeout=90)
     for r in reports:
         assert len(r["gradient differences"]) == 3
@@ -122,7 +124,7 @@ def test_tensor_split_bad_input():
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_real_megatron_mlp_equals_the_unsplit_mlp(world_size):
-    for r in launch(tp.megatron_mlp_worker, world_size, dict(sizes=(6, 11, 5, 7)), backend="gloo", timeout=60):
+    for r in launch(msx.megatron_mlp_worker, world_size, dict(sizes=(6, 11, 5, 7)), backend="gloo", timeout=60):
         assert max(r.values()) < TOL
 
 
@@ -159,5 +161,5 @@ def test_halo_grows_with_the_grid():
 
 @pytest.mark.parametrize("world_size, shape", [(2, (2, 3, 4, 11, 9, 3)), (3, (1, 2, 2, 10, 7, 5))])
 def test_real_halo_exchange_equals_conv2d(world_size, shape):
-    for r in launch(spatial.halo_conv_worker, world_size, dict(shape=shape), backend="gloo", timeout=60):
+    for r in launch(spx.halo_conv_worker, world_size, dict(shape=shape), backend="gloo", timeout=60):
         assert max(v for k, v in r.items() if "gradient" in k or k == "output") < TOL

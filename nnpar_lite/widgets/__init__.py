@@ -29,3 +29,18 @@ def interactive_figure(controls: dict, layout: list[list[str]], draw: Callable):
     box = widgets.VBox([widgets.HBox([controls[name] for name in row]) for row in layout] + [out])
     display(box)
     return box
+
+
+def builders() -> list[Callable]:
+    """Every widget builder of every chapter: the public functions named ``*_widget`` in this
+    package's modules. The widget and browser tests find a new chapter's widget here."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    found = []
+    for module in pkgutil.iter_modules(__path__, __name__ + "."):
+        for name, fn in inspect.getmembers(importlib.import_module(module.name), inspect.isfunction):
+            if name.endswith("_widget") and fn.__module__ == module.name:
+                found.append(fn)
+    return found

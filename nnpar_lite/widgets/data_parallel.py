@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from ..data import digits, skewed_shard_sizes
-from ..data_parallel import compare_with_big_batch, mlp
+from ..experiments.data_parallel import gradient_comparison
 from . import interactive_figure
 
 
@@ -45,27 +43,6 @@ def six_steps_diagram(num_workers: int = 3):
             ha="center", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-_BATCH = None
-
-
-def demo_batch(num_samples: int = 120):
-    """The first ``num_samples`` digits as float64 tensors (cached)."""
-    global _BATCH
-    if _BATCH is None or len(_BATCH[0]) != num_samples:
-        X, y = digits()
-        _BATCH = torch.from_numpy(X[:num_samples]).double(), torch.from_numpy(y[:num_samples])
-    return _BATCH
-
-
-def gradient_comparison(num_workers: int = 3, skew: float = 0.6, reduction: str = "mean",
-                        weighted: bool = True, *, batch_norm: bool = False) -> dict:
-    """The K-worker gradient, aggregated as configured, beside the big-batch gradient."""
-    x, y = demo_batch()
-    model = mlp((64, 32, 10), seed=0, batch_norm=batch_norm, dtype=torch.float64)
-    sizes = skewed_shard_sizes(len(x), num_workers, skew)
-    return {"sizes": sizes, **compare_with_big_batch(model, x, y, sizes, reduction=reduction, weighted=weighted)}
 
 
 def gradient_comparison_figure(num_workers: int = 3, skew: float = 0.6, reduction: str = "mean",

@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
-from ..data import digits, dirichlet_split, iid_split
-from ..model_averaging import communication_per_epoch, evaluate, local_sgd, parameter_count, synchronous_sgd
+from ..experiments.model_averaging import compare_schemes, label_counts
 from . import interactive_figure
-
-_DATA = None
-
-
-def digits_split():
-    """1,500 training and 297 test digits as tensors (cached)."""
-    global _DATA
-    if _DATA is None:
-        X, y = (torch.from_numpy(a) for a in digits())
-        _DATA = (X[:1500], y[:1500], X[1500:], y[1500:])
-    return _DATA
-
-
-def shards_for(num_workers: int, alpha: float | None, seed: int = 0) -> list[np.ndarray]:
-    """IID shards for ``alpha=None``, else a Dirichlet label-skew split with concentration α."""
-    _, y, _, _ = digits_split()
-    if alpha is None:
-        return iid_split(len(y), num_workers, seed=seed)
-    return dirichlet_split(y.numpy(), num_workers, alpha, seed=seed)
-
 
 def label_histogram_figure(num_workers: int = 4, alphas=(None, 1.0, 0.1)):
     """Which labels each worker holds, for IID and for Dirichlet splits of decreasing α."""
-    _, y, _, _ = digits_split()
     fig, axes = plt.subplots(1, len(alphas), figsize=(3.3 * len(alphas), 2.8), sharey=True)
     for ax, alpha in zip(np.atleast_1d(axes), alphas):
-        counts = np.array([np.bincount(y[s].numpy(), minlength=10) for s in shards_for(num_workers, alpha)])
+        counts = label_counts(num_workers, alpha)
         bottom = np.zeros(num_workers)
         for label in range(10):
             ax.bar(range(num_workers), counts[:, label], bottom=bottom, color=plt.cm.tab10(label), label=str(label))
@@ -49,27 +24,6 @@ def label_histogram_figure(num_workers: int = 4, alphas=(None, 1.0, 0.1)):
     np.atleast_1d(axes)[-1].legend(title="label", fontsize=6, title_fontsize=7, ncol=2, loc="upper right")
     fig.tight_layout()
     return fig
-
-
-@functools.lru_cache(maxsize=32)  # the widget and the chapter's figures ask for the same runs
-def compare_schemes(num_workers: int = 4, local_steps: int = 8, alpha: float | None = 0.1, lr: float = 0.5,
-                    total_steps: int = 160) -> dict:
-    """Test accuracy of local SGD (averaged every H steps), synchronous data parallelism and
-    each worker alone, all for the same number of local steps on the same shards."""
-    x, y, x_test, y_test = digits_split()
-    shards = shards_for(num_workers, alpha)
-    rounds = max(total_steps // local_steps, 1)
-    averaged = local_sgd(x, y, shards, local_steps=local_steps, rounds=rounds, lr=lr, eval_on=(x_test, y_test))
-    sync = synchronous_sgd(x, y, shards, steps=rounds * local_steps, lr=lr, eval_on=(x_test, y_test))
-    alone = [synchronous_sgd(x, y, [shard], steps=rounds * local_steps, lr=lr)["model"] for shard in shards]
-    return {
-        "averaged": [h["accuracy"] for h in averaged["history"]],
-        "averaged steps": [r * local_steps for r in range(rounds + 1)],
-        "synchronous": [h["accuracy"] for h in sync["history"]],
-        "alone": [evaluate(m, x_test, y_test)["accuracy"] for m in alone],
-        "shard sizes": [len(s) for s in shards],
-        "communication": communication_per_epoch(parameter_count(averaged["model"]), num_workers, local_steps),
-    }
 
 
 def compare_schemes_figure(num_workers: int = 4, local_steps: int = 8, alpha: float | None = 0.1,

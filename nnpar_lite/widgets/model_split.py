@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.patches import Rectangle
 
 from ..costmodel import bubble_fraction
+from ..experiments.spatial import halo_demo
 from ..pipeline import SCHEDULES, activations_held, idle_fraction, simulate_timeline
-from ..spatial import halo_fraction, spatial_conv2d, tiles
+from ..spatial import halo_fraction
 from ..tensor_parallel import blocks_held
 from . import interactive_figure
 
@@ -31,7 +31,8 @@ def pipeline_figure(num_stages: int = 4, num_microbatches: int = 8, schedule: st
     ax.set_xlim(0, makespan)
     ax.set_ylim(num_stages - 0.5, -0.5)
     ax.set_yticks(range(num_stages), [f"stage {s}" for s in range(num_stages)])
-    ax.set_xlabel("time (a forward takes 1 unit, a backward 2)")
+    ax.set_xlabel(f"time (a forward takes {forward_time:g} unit{'s' if forward_time != 1 else ''}, "
+                  f"a backward {backward_time:g})")
     measured, formula = idle_fraction(slots), bubble_fraction(num_stages, num_microbatches)
     peaks = activations_held(ops)
     ax.set_title(f"{schedule}: p = {num_stages}, m = {num_microbatches}; idle {measured:.3f} of the timeline, "
@@ -69,31 +70,11 @@ def tensor_split_figure(out_features: int = 8, in_features: int = 6, num_workers
     return fig
 
 
-def sample_image(scale: int = 4) -> torch.Tensor:
-    """A real photograph that ships with scikit-learn, grey, shrunk by ``scale``: (1, 1, H, W)."""
-    from sklearn.datasets import load_sample_image
-
-    image = load_sample_image("china.jpg").mean(axis=2)[::scale, ::scale] / 255.0
-    return torch.tensor(image, dtype=torch.float64)[None, None]
-
-
-def edge_kernel(size: int) -> torch.Tensor:
-    """A size×size edge detector (a Laplacian of a box): a kernel whose result is easy to see."""
-    kernel = -torch.ones(size, size, dtype=torch.float64)
-    kernel[size // 2, size // 2] = size * size - 1
-    return kernel[None, None] / (size * size)
-
-
 def halo_figure(grid=(2, 3), kernel: int = 5, highlight: int | None = None):
     """The image cut into tiles; one tile's halo shaded; the tile-by-tile convolution beside
     the unsplit one."""
-    image = sample_image()
-    weight = edge_kernel(kernel)
-    padding = kernel // 2
-    layout = tiles(image, weight, grid=grid, padding=padding)
-    tiled = spatial_conv2d(image, weight, grid=grid, padding=padding)
-    full = torch.nn.functional.conv2d(image, weight, padding=padding)
-    difference = float((tiled - full).abs().max())
+    demo = halo_demo(grid, kernel)
+    image, layout, tiled, difference, padding = (demo[k] for k in ("image", "layout", "tiled", "difference", "padding"))
     highlight = len(layout) // 2 if highlight is None else highlight
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     axes[0].imshow(image[0, 0].numpy(), cmap="gray")
@@ -104,7 +85,7 @@ def halo_figure(grid=(2, 3), kernel: int = 5, highlight: int | None = None):
             (a, b), (c, d) = t["in_rows"], t["in_cols"]   # in padded coordinates
             axes[0].add_patch(Rectangle((c - padding - 0.5, a - padding - 0.5), d - c, b - a, fc="red", alpha=0.25,
                                         ec="red", lw=1.5))
-    share = halo_fraction(image.shape[2], image.shape[3], grid, kernel)
+    share = demo["share"]
     axes[0].set_title(f"{grid[0]}×{grid[1]} tiles, {kernel}×{kernel} kernel: tile {highlight} + its halo (red); "
                       f"halo = {share['halo / own']:.1%} of the pixels", fontsize=8)
     axes[1].imshow(tiled[0, 0].detach().numpy(), cmap="gray", vmin=-0.1, vmax=0.1)

@@ -6,8 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import costmodel
-from ..data import split_by_sizes
-from ..formulas import average_losses
+from ..experiments.scaling import heterogeneous_comparison
 from . import interactive_figure
 
 
@@ -76,39 +75,11 @@ def collectives_figure(alpha: float, beta: float, world_size: int = 8):
     return fig
 
 
-def heterogeneous_step(speeds, global_batch: int = 120, proportional: bool = False) -> dict:
-    """Synchronous data parallelism with workers of different speeds (samples per second).
-
-    Equal shards: every step waits for the slowest. Shards in proportion to
-    speed: all finish together, but the shard losses must then be weighted by
-    shard size to give the batch's mean loss."""
-    speeds = np.asarray(speeds, dtype=float)
-    if np.any(speeds <= 0):
-        raise ValueError("every worker's speed must be positive")
-    k = len(speeds)
-    if proportional:
-        raw = global_batch * speeds / speeds.sum()
-        sizes = np.maximum(np.floor(raw).astype(int), 1)
-        for i in np.argsort(-(raw - sizes))[: global_batch - sizes.sum()]:
-            sizes[i] += 1
-    else:
-        sizes = np.array([global_batch // k + (1 if i < global_batch % k else 0) for i in range(k)])
-    compute = sizes / speeds
-    losses = 0.2 + 1.8 * np.linspace(0, 1, global_batch) ** 2  # per-sample losses, harder further on
-    shard_means = [float(s.mean()) for s in split_by_sizes(losses, sizes.tolist())]
-    return {"sizes": sizes.tolist(), "compute": compute, "step": float(compute.max()),
-            "idle": float(1 - compute.sum() / (k * compute.max())),
-            "true loss": float(losses.mean()),
-            "plain mean of shard losses": float(average_losses(shard_means)),
-            "weighted mean of shard losses": float(average_losses(shard_means, weights=sizes.tolist()))}
-
-
 def heterogeneous_figure(speeds=(1.0, 2.0, 4.0), global_batch: int = 120):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
-    results = {}
+    results = heterogeneous_comparison(speeds, global_batch)
     for ax, proportional in zip(axes, (False, True)):
-        r = heterogeneous_step(speeds, global_batch, proportional)
-        results["proportional" if proportional else "equal"] = r
+        r = results["proportional" if proportional else "equal"]
         for i, (c, n) in enumerate(zip(r["compute"], r["sizes"])):
             ax.barh(i, c, color="C0")
             ax.barh(i, r["step"] - c, left=c, color="lightgrey")
@@ -136,8 +107,10 @@ def heterogeneous_widget():
     return interactive_figure(controls, [list(controls)], draw)
 
 
-def memory_figure(num_params: float = 7e9, activation_bytes: float = 40e9, devices: int = 8):
-    """Per-device training memory of one model under several ways of splitting it."""
+def memory_figure(num_params: float = 7e9, activation_bytes: float = 0.0, devices: int = 8,
+                  precision: str = "fp32"):
+    """Per-device training memory of one model under several ways of splitting it: its model
+    states (weights, gradients, Adam's state), and activations when ``activation_bytes`` > 0."""
     layouts = {
         "1 device": dict(),
         f"data ×{devices}": dict(data_parallel=devices),
@@ -148,18 +121,21 @@ def memory_figure(num_params: float = 7e9, activation_bytes: float = 40e9, devic
         f"tensor ×2, pipeline ×2, ZeRO-1 ×{devices // 4}": dict(tensor_parallel=2, pipeline_parallel=2,
                                                                data_parallel=max(devices // 4, 1), zero_stage=1),
     }
-    results = {name: costmodel.training_memory(num_params, optimizer="adam", activation_bytes=activation_bytes, **kw)
+    results = {name: costmodel.training_memory(num_params, precision=precision, optimizer="adam",
+                                               activation_bytes=activation_bytes, **kw)
                for name, kw in layouts.items()}
     fig, ax = plt.subplots(figsize=(8, 3.4))
     left = np.zeros(len(results))
-    for part, color in zip(("parameters", "gradients", "optimizer state", "activations"), ("C0", "C1", "C2", "C7")):
+    parts = ("parameters", "gradients", "optimizer state") + (("activations",) if activation_bytes else ())
+    for part, color in zip(parts, ("C0", "C1", "C2", "C7")):
         values = np.array([r[part] / 2 ** 30 for r in results.values()])
         ax.barh(list(results), values, left=left, color=color, label=part)
         left += values
     ax.axvline(80, color="k", ls=":", lw=1)
     ax.text(80, -0.6, " 80 GiB (one large GPU)", fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("GiB per device (float32 weights, Adam)")
+    what = "model states and activations" if activation_bytes else "model states (activations left out)"
+    ax.set_xlabel(f"GiB per device: {what}; Adam, {'mixed precision' if precision == 'mixed' else 'float32'}")
     ax.set_title(f"training a {num_params / 1e9:g}B-parameter model", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

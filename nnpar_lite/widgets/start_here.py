@@ -5,31 +5,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..data import skewed_shard_sizes, split_by_sizes
-from ..formulas import average_losses
+from ..experiments.scaling import per_sample_losses
+from ..experiments.start_here import loss_averages
 from . import interactive_figure
-
-
-def per_sample_losses(num_samples: int = 60) -> np.ndarray:
-    """Per-sample losses of an unshuffled batch: they grow along the batch (the later
-    samples are harder), which is what makes unequal shards disagree."""
-    position = np.linspace(0.0, 1.0, num_samples)
-    return 0.2 + 1.8 * position ** 2
-
-
-def loss_averages(num_workers: int, skew: float, num_samples: int = 60) -> dict:
-    """The batch's true mean loss, the article's plain mean of the shard means,
-    and the mean of the shard means weighted by shard size."""
-    losses = per_sample_losses(num_samples)
-    sizes = skewed_shard_sizes(num_samples, num_workers, skew)
-    shard_means = [float(s.mean()) for s in split_by_sizes(losses, sizes)]
-    return {
-        "sizes": sizes,
-        "shard means": shard_means,
-        "true mean": float(losses.mean()),
-        "plain mean (article)": float(average_losses(shard_means)),
-        "weighted by size": float(average_losses(shard_means, weights=sizes)),
-    }
 
 
 def loss_average_figure(num_workers: int = 3, skew: float = 0.6, num_samples: int = 60):

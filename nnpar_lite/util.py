@@ -1,0 +1,37 @@
+"""Three small helpers the modules share: one integer check, near-equal parts, a difference."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable
+
+
+def whole_number(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer (not a bool) ≥ ``minimum``; ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def even_bounds(n: int, k: int) -> list[tuple[int, int]]:
+    """[start, stop) of k consecutive parts of range(n) whose sizes differ by at most one,
+    the larger ones first (as ``torch.tensor_split`` and ``numpy.array_split`` cut)."""
+    n, k = whole_number("n", n, minimum=0), whole_number("k", k)
+    base, extra = divmod(n, k)
+    stops = [sum(base + (i < extra) for i in range(j + 1)) for j in range(k)]
+    return list(zip([0] + stops[:-1], stops))
+
+
+def max_abs_difference(a: Any, b: Any) -> float:
+    """The largest |a − b| over two tensors, two modules' parameters, or two lists of tensors
+    (0.0 for empty ones): how far apart two computations of the same thing ended."""
+    import torch
+
+    def tensors(x) -> Iterable:
+        if isinstance(x, torch.nn.Module):
+            return list(x.parameters())
+        return [x] if isinstance(x, torch.Tensor) else list(x.values() if isinstance(x, dict) else x)
+
+    pairs = list(zip(tensors(a), tensors(b), strict=True))
+    with torch.no_grad():
+        return max((float((p.double() - q.double()).abs().max()) for p, q in pairs if p.numel()), default=0.0)

@@ -1,0 +1,74 @@
+"""The package's shape, checked: the formulas short enough to read whole, short functions,
+widgets that only draw, and one concern per file."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "nnpar_lite"
+MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def functions(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_the_formulas_and_their_checks_fit_in_200_lines():
+    lines = sum(len((PACKAGE / name).read_text(encoding="utf-8").splitlines()) for name in ("formulas.py", "checks.py"))
+    assert lines <= 200, f"formulas.py + checks.py: {lines} lines"
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if p.name != "article.py"], ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_function_is_longer_than_40_lines(path):
+    """Docstring included. The article's verbatim classes (article.py) are the one exception."""
+    long = [f"{f.name} ({f.end_lineno - f.lineno + 1} lines)" for f in functions(path)
+            if f.end_lineno - f.lineno + 1 > 40]
+    assert not long, f"{path.name}: {long}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "widgets").glob("*.py")), ids=lambda p: p.name)
+def test_widgets_only_draw(path):
+    """No training, no data loading, no workers in a widget module: they import what they draw."""
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names} | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    forbidden = {"torch", "torch.distributed", "digits", "load_digits", "load_sample_image", "launch"}
+    assert not (imported & forbidden), f"{path.name} imports {imported & forbidden}"
+    assert "import torch" not in source and ".backward(" not in source and "optim." not in source
+    for f in functions(path):
+        args = [a.arg for a in f.args.args]
+        assert args[:2] != ["rank", "world_size"], f"{path.name} defines a worker, {f.name}"
+
+
+@pytest.mark.parametrize("name", ["data_parallel", "model_averaging", "pipeline", "tensor_parallel", "spatial"])
+def test_scheme_modules_hold_no_chapter_workers(name):
+    """Workers that compare a scheme with its reference or time it live in nnpar_lite/experiments."""
+    for f in functions(PACKAGE / f"{name}.py"):
+        args = [a.arg for a in f.args.args]
+        assert args[:2] != ["rank", "world_size"], f"{name}.py defines the worker {f.name}"
+
+
+def test_costmodel_holds_formulas_only():
+    source = (PACKAGE / "costmodel.py").read_text(encoding="utf-8")
+    assert "torch" not in source and "time.perf_counter" not in source
+
+
+@pytest.mark.parametrize("name", ["data_parallel", "model_averaging", "pipeline", "tensor_parallel", "spatial"])
+def test_every_collective_takes_a_group(name):
+    """Collectives over a process group accept group= (default: all ranks)."""
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
+    top_level = [n for n in tree.body if isinstance(n, ast.FunctionDef)]   # nested helpers use the outer group
+    methods = [m for c in tree.body if isinstance(c, ast.ClassDef) for m in c.body if isinstance(m, ast.FunctionDef)
+               and not any(i.name == "__init__" and "group" in [a.arg for a in i.args.args + i.args.kwonlyargs]
+                           for i in c.body if isinstance(i, ast.FunctionDef))]   # a class given its group once
+    for f in top_level + methods:
+        calls = {c.func.attr for c in ast.walk(f) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+                 and isinstance(c.func.value, ast.Name) and c.func.value.id == "dist"}
+        communicates = calls & {"all_reduce", "send", "recv", "isend", "irecv", "all_gather", "broadcast",
+                                "reduce_scatter", "reduce_scatter_tensor", "all_gather_into_tensor"}
+        if communicates and f.name not in ("forward", "backward"):
+            params = [a.arg for a in f.args.args + f.args.kwonlyargs]
+            assert "group" in params, f"{name}.{f.name} communicates ({communicates}) without a group= argument"
