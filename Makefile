@@ -10,7 +10,7 @@ LAB_ARGS ?=
 # Jupyter refuses to run as root (containers, Binder-like images) unless told.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test unit notebooks notebooks-profiles browser-test html store-notebooks env clean
+.PHONY: lab test unit notebooks notebooks-profiles browser-test html store-notebooks sync-zh env clean
 
 env: $(STAMP)
 
@@ -18,9 +18,12 @@ $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "nnpar-lite needs Python 3.10 or newer; set PYTHON=python3.x")'
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalled whenever the dependencies or their pins change.
-$(STAMP): $(PY) pyproject.toml constraints.txt
+# Reinstalled whenever the dependencies or their pins change. The workbook's JupyterLab
+# settings (no news pop-up over the notebook a class is looking at) go into the environment.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(STAMP): $(PY) pyproject.toml constraints.txt jupyterlab-overrides.json
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	mkdir -p $(dir $(LAB_SETTINGS)) && cp jupyterlab-overrides.json $(LAB_SETTINGS)
 	@touch $@
 
 lab: $(STAMP)
@@ -47,14 +50,22 @@ notebooks-profiles: $(STAMP)
 		$(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/[0-9]*.ipynb
 	env -u MPLBACKEND ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/[0-9]*.ipynb
 
-# Re-execute every chapter top to bottom in a fresh kernel and store its outputs
-# (do this before committing a notebook). Cells tagged raises-exception may fail.
+# Re-execute every chapter of both editions top to bottom in a fresh kernel and store its
+# outputs (do this before committing a notebook): the English chapters first, then their code
+# is copied into the Chinese twins, then those run. Cells tagged raises-exception may fail.
 # Stored tracebacks then show paths relative to the repository, not this machine's.
 store-notebooks: $(STAMP)
 	$(PY) -c 'import matplotlib.pyplot'
 	env -u MPLBACKEND $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=300 notebooks/[0-9]*.ipynb
-	$(PY) scripts/relative_paths.py notebooks/[0-9]*.ipynb
+	$(PY) scripts/editions.py sync
+	env -u MPLBACKEND $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=300 notebooks/zh/[0-9]*.ipynb
+	$(PY) scripts/relative_paths.py notebooks/[0-9]*.ipynb notebooks/zh/[0-9]*.ipynb
+
+# Copy the English code cells into the Chinese chapters (then store them again).
+sync-zh: $(STAMP)
+	$(PY) scripts/editions.py sync
 
 # JupyterLab in headless Chromium: every chapter run, its widget moved, a screenshot taken
 # (build/screenshots). Needs Debian's chromium; CI installs it and sets NNPAR_REQUIRE_BROWSER.
@@ -69,6 +80,7 @@ browser-test: $(STAMP)
 # The executed chapters as static HTML pages, for reading without Jupyter: build/html/index.html.
 html: $(STAMP)
 	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/html notebooks/[0-9]*.ipynb
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/html/zh notebooks/zh/[0-9]*.ipynb
 	$(PY) scripts/html_index.py build/html
 
 clean:

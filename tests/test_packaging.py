@@ -49,3 +49,16 @@ def test_every_notebook_is_in_the_readme():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for notebook in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
         assert f"notebooks/{notebook.name}" in readme, f"{notebook.name} is missing from the README's chapter map"
+
+
+def test_every_chinese_notebook_is_in_the_chinese_readme():
+    readme = (ROOT / "README.zh.md").read_text(encoding="utf-8")
+    assert "make lab" in readme and "make test" in readme and "environment.yml" in readme
+    for notebook in sorted((ROOT / "notebooks" / "zh").glob("[0-9]*.ipynb")):
+        assert f"notebooks/zh/{notebook.name}" in readme, f"{notebook.name} is missing from README.zh.md"
+    assert "README.zh.md" in (ROOT / "README.md").read_text(encoding="utf-8").split("\n## ")[0]
+
+
+def test_ci_installs_chromium_and_a_cjk_font():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "chromium" in ci and "fonts-noto-cjk" in ci
