@@ -1,13 +1,20 @@
-"""Data splitting, devices and the chapter 00 widget's plain functions."""
+"""Data splitting, devices, and the plain functions behind chapters 00 and 01: the loss
+averages and their figure, the step and matrix-product timings, the laws' figure."""
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
 
 import nnpar_lite as nl
 from nnpar_lite import data
+from nnpar_lite.experiments import background
 from nnpar_lite.experiments.start_here import loss_averages
+from nnpar_lite.models import mlp, parameter_count
+from nnpar_lite.widgets.background import laws_figure, step_time_figure
 from nnpar_lite.widgets.start_here import loss_average_figure
+
+matplotlib.use("Agg")
 
 
 def test_article_data_is_seed_4_1():
@@ -77,3 +84,76 @@ def test_loss_averages_widget_function():
     assert even["plain mean (article)"] == pytest.approx(even["true mean"], abs=1e-12)
     fig, _ = loss_average_figure(2, 0.5)
     assert len(fig.axes) == 1
+
+
+def lines_by_label(ax):
+    return {line.get_label().split(" =")[0]: line for line in ax.lines}
+
+
+@pytest.mark.parametrize("k, skew", [(3, 0.6), (1, 0.0), (6, 1.0)])
+def test_the_weighted_mean_stays_visible_on_the_true_mean(k, skew):
+    """The two lines coincide, so they must differ in how they are drawn."""
+    fig, result = loss_average_figure(k, skew)
+    ax = fig.axes[0]
+    lines = lines_by_label(ax)
+    true, weighted = lines["true mean"], lines["weighted by size"]
+    np.testing.assert_allclose(weighted.get_ydata(), true.get_ydata(), atol=1e-12)
+    assert true.get_linewidth() >= 2 * weighted.get_linewidth()
+    assert weighted.get_marker() not in (None, "None", "") and true.get_marker() in (None, "None", "")
+    assert weighted.get_zorder() >= true.get_zorder()      # drawn last, on top of the band
+    shard_labels = [t for t in ax.texts if t.get_text().startswith("w")]
+    assert len(shard_labels) == k
+    assert all(t.get_position()[1] >= 1.0 for t in shard_labels), "shard labels belong above the data"
+    matplotlib.pyplot.close(fig)
+
+
+def test_laws_figure_draws_the_measured_points():
+    fig = laws_figure(0.9, 64, measured={1: 1.0, 2: 1.6, 4: 2.5})
+    measured = [line for line in fig.axes[0].lines if line.get_label().startswith("measured")]
+    assert len(measured) == 1 and list(measured[0].get_xdata()) == [1, 2, 4]
+    assert list(measured[0].get_ydata()) == [1.0, 1.6, 2.5]
+    assert not [line for line in laws_figure(0.9, 64).axes[0].lines if line.get_label().startswith("measured")]
+
+
+def test_step_time_figure_labels_only_powers_of_ten():
+    """Labelled minor ticks ran together ("2×10⁸4×10⁸6×10⁸")."""
+    rows = [{"width": w, "flops": f, "seconds": f / 1e11} for w, f in ((128, 1.2e8), (512, 8e8), (2048, 8e9))]
+    fig = step_time_figure(rows, 1e11)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    for axis in (ax.xaxis, ax.yaxis):
+        assert all(not label.get_text() for label in axis.get_ticklabels(minor=True))
+        assert any(label.get_text() for label in axis.get_ticklabels())
+    matplotlib.pyplot.close(fig)
+
+
+def test_step_timings_count_six_operations_per_parameter_and_sample():
+    rows = background.step_timings(widths=(8, 16), batch=4)
+    for row in rows:
+        parameters = parameter_count(mlp((512, row["width"], row["width"], 10)))
+        assert row["parameters"] == parameters == 512 * row["width"] + row["width"] ** 2 + 12 * row["width"] + 10
+        assert row["flops"] == 6 * parameters * 4 and row["seconds"] > 0
+        assert row["flop/s"] == pytest.approx(row["flops"] / row["seconds"])
+    assert background.training_rate(rows) == pytest.approx(np.median([r["flop/s"] for r in rows]))
+
+
+def test_years_to_train_is_operations_over_rate():
+    assert background.years_to_train(5 * background.SECONDS_PER_YEAR * 1e9, 1e9) == pytest.approx(5.0)
+    years = background.years_to_train(background.GPT3_TRAINING_FLOPS, 1e11)
+    assert 9e4 < years < 1.1e5     # chapter 01's "about 100,000 years at 100 GFLOP/s"
+
+
+def test_matmul_timing_restores_the_thread_count_and_names_bad_input():
+    before = torch.get_num_threads()
+    assert background.matmul_seconds(64, threads=1, repeats=1) > 0
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        background.matmul_seconds(64, threads=0)
+    assert torch.get_num_threads() == before
+    speedups = background.thread_speedups(n=64)
+    assert speedups[1] == 1.0 and set(speedups) <= {1, 2, background.usable_cores()}
+
+
+def test_a_pipeline_across_devices_has_the_unsplit_gradients(device):
+    assert background.heterogeneous_gap(["cpu", str(device)]) < 1e-12
+    assert background.heterogeneous_gap(["cpu", "cpu"], batch=7, seed=3) < 1e-12

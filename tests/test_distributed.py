@@ -123,11 +123,12 @@ def chapter_workers():
     import json
     import re
 
-    names = set()
+    names, defined_in_a_notebook = set(), set()
     for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("**/[0-9]*.ipynb")):
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             names |= set(re.findall(r"launch\(\s*([\w.]+)", "".join(cell["source"])))
-    return sorted(names)
+            defined_in_a_notebook |= set(re.findall(r"^def (\w+)\(", "".join(cell["source"]), re.M))
+    return sorted(names - defined_in_a_notebook)   # those show launch refusing a notebook's function
 
 
 def resolve(name):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.transforms import blended_transform_factory
 
 from ..experiments.scaling import per_sample_losses
 from ..experiments.start_here import loss_averages
@@ -11,23 +12,31 @@ from . import interactive_figure
 
 
 def loss_average_figure(num_workers: int = 3, skew: float = 0.6, num_samples: int = 60):
-    """Bars: each worker's mean loss, as wide as its shard. Lines: the three averages."""
+    """Bars: each worker's mean loss, as wide as its shard, labelled above the plot. Lines:
+    the true mean (a wide grey band), the article's plain mean (red dashes) and the mean
+    weighted by shard size (green, with diamonds), which lies on the true mean."""
     result = loss_averages(num_workers, skew, num_samples)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    above = blended_transform_factory(ax.transData, ax.transAxes)   # x in samples, y above the axes
     left = 0
     for i, (size, mean) in enumerate(zip(result["sizes"], result["shard means"])):
-        ax.bar(left, mean, width=size, align="edge", color=f"C{i}", alpha=0.55, edgecolor="k")
-        ax.text(left + size / 2, mean + 0.03, f"w{i}: n={size}", ha="center", fontsize=8)
+        ax.bar(left, mean, width=size, align="edge", color=f"C{i}", alpha=0.45, edgecolor="k")
+        ax.text(left + size / 2, 1.02, f"w{i}\nn={size}", transform=above, ha="center", va="bottom", fontsize=7)
         left += size
     ax.plot(np.arange(num_samples) + 0.5, per_sample_losses(num_samples), "k.", ms=3, label="per-sample loss")
-    styles = {"true mean": ("k", "-"), "plain mean (article)": ("C3", "--"), "weighted by size": ("C2", ":")}
-    for name, (color, style) in styles.items():
-        ax.axhline(result[name], color=color, ls=style, lw=2, label=f"{name} = {result[name]:.4f}")
+    x = np.linspace(0, num_samples, 200)
+    ax.plot(x, np.full_like(x, result["true mean"]), color="0.3", lw=7, alpha=0.35, solid_capstyle="butt",
+            label=f"true mean = {result['true mean']:.4f}")
+    ax.plot(x, np.full_like(x, result["plain mean (article)"]), color="C3", ls="--", lw=2,
+            label=f"plain mean (article) = {result['plain mean (article)']:.4f}")
+    ax.plot(x, np.full_like(x, result["weighted by size"]), color="C2", ls=":", lw=2,
+            marker="D", ms=4, mec="k", mew=0.5, markevery=20, label=f"weighted by size = {result['weighted by size']:.4f}")
     ax.set_xlabel("sample index (shards in order)")
     ax.set_ylabel("loss")
     ax.set_xlim(0, num_samples)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(f"K = {num_workers}, shard sizes {result['sizes']}")
+    ax.set_ylim(0, 2.1)
+    ax.legend(loc="upper left", fontsize=7, framealpha=0.9)
+    fig.suptitle(f"K = {num_workers} worker{'s' * (num_workers > 1)}, shard sizes {result['sizes']}", fontsize=9)
     fig.tight_layout()
     return fig, result
 
@@ -39,7 +48,7 @@ def loss_average_widget():
     def draw(workers, skew):
         fig, result = loss_average_figure(workers, skew)
         print(f"plain mean of shard means is off by {result['plain mean (article)'] - result['true mean']:+.4f}; "
-              f"weighted mean is off by {result['weighted by size'] - result['true mean']:+.1e}")
+              f"weighted mean is off by {abs(result['weighted by size'] - result['true mean']):.0e}")
         return fig
 
     controls = {"workers": widgets.IntSlider(value=3, min=1, max=6, description="K workers"),

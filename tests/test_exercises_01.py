@@ -1,0 +1,52 @@
+"""Chapter 01's exercise checks, proven: the solution passes, typical wrong answers fail."""
+
+import pytest
+
+from exercise_proofs import assert_check_is_proven
+from nnpar_lite import costmodel
+from nnpar_lite.exercises import all_exercises, check
+
+
+def efficiency_instead(speedup, workers):
+    """S / p is the parallel efficiency, not Amdahl's fraction."""
+    return speedup / workers
+
+
+def forgets_the_workers(speedup, workers):
+    """1 − 1/S: right only as p → ∞."""
+    return 1 - 1 / speedup
+
+
+def gustafson_instead(speedup, workers):
+    """Gustafson's law solved for f: S = (1 − f) + f p."""
+    return (speedup - 1) / (workers - 1)
+
+
+WRONG_ANSWERS = {
+    "01.1": [("a", "pipeline parallelism"), ("b", "data parallelism"), ("D", "tensor parallelism"),
+             ("e", "not one of the letters")],
+    "01.2": [(5.12e9, "Count the backward pass"), (2.56e9, "4 backward"), (1.024e10, "2 operations")],
+    "01.3": [(20, "20 is the curve's limit"), (10, "crosses S = 10"), (18, "Set f = 0.95")],
+    "01.4": [(efficiency_instead, "case S = 1.5 on 2 workers: expected 0.666"),
+             (forgets_the_workers, "expected 0.666"), (gustafson_instead, "solve for f")],
+}
+
+
+@pytest.mark.parametrize("exercise_id", sorted(WRONG_ANSWERS))
+def test_check_is_proven(capsys, exercise_id):
+    assert_check_is_proven(capsys, exercise_id, WRONG_ANSWERS[exercise_id])
+
+
+def test_the_answers_agree_with_the_cost_model():
+    """01.3 and 01.4's solutions, against costmodel's Amdahl law written independently."""
+    assert costmodel.amdahl_speedup(0.95, 19) == pytest.approx(10, abs=1e-12)
+    assert costmodel.amdahl_speedup(0.95, 18) < 9.9
+    fraction = all_exercises()["01.4"].solution
+    for f in (0.0, 0.3, 0.9, 1.0):
+        for p in (2, 3, 64):
+            assert fraction(costmodel.amdahl_speedup(f, p), p) == pytest.approx(f, abs=1e-12)
+
+
+def test_a_letter_in_parentheses_or_capitals_is_read(capsys):
+    assert check("01.1", "(C)") is True
+    assert "c is right" in capsys.readouterr().out
