@@ -12,7 +12,10 @@ Two machines (run on each, with its own --node-rank; HOST:PORT reachable from bo
 Without torchrun it runs as a single process. An MLP learns the 8×8 digits; each
 step takes one global batch, every rank its shard of it (uneven when the batch
 does not divide), gradients averaged with ``allreduce_gradients`` weighted by
-shard size, so every world size follows the same trajectory up to rounding.
+shard size, so every world size follows the same trajectory up to float32
+rounding: the sums are taken in another order, so the final parameters of 1, 2 or
+3 processes differ by about 1e-7, not bit for bit, and the checksum may differ in
+its last digit (tests/test_data_parallel.py checks 1, 2 and 3 processes).
 Rank 0 prints the loss of the global batch per step and a checksum of the final
 parameters, and writes ``log.txt`` and ``final_params.pt`` into ``--out`` and
 nowhere else.
@@ -41,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.5)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default=None, help="gloo or nccl (default: nccl with a GPU per rank, else gloo)")
+    parser.add_argument("--backend", default=None, help="gloo or nccl (default: nccl with a GPU for every rank "
+                        "on this machine, else gloo)")
     return parser.parse_args(argv)
 
 
@@ -51,12 +55,19 @@ def checksum(model: torch.nn.Module) -> str:
     return f"sum {flat.sum().item():.6f}  abs-sum {flat.abs().sum().item():.6f}"
 
 
+def default_backend() -> str:
+    """NCCL when this machine has a GPU for each of its ranks (torchrun's LOCAL_WORLD_SIZE), else
+    gloo: NCCL has no CPU path, and two ranks cannot share one GPU under NCCL."""
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= ranks_here else "gloo"
+
+
 def join_group(backend: str | None) -> tuple[int, int, torch.device, bool]:
     """(rank, world size, device, distributed?) from the variables torchrun sets; one process without them."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1, torch.device("cpu"), False
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")   # NCCL only with tensors on GPUs
+    backend = backend or default_backend()
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend)

@@ -159,3 +159,31 @@ def test_chapter_02_widget_function():
                                curves["4.1 one worker, whole batch"][1], rtol=1e-10)
     steps, losses = curves["4.2 3 sub-models, averaged every 10 steps"]
     assert steps == [0, 10, 20, 30, 40] and len(losses) == 5
+
+
+def test_the_widget_cuts_a_longer_run_to_the_same_curves_as_a_short_one():
+    """training_figure trains every (K, η) once for the steps slider's whole range and cuts the
+    runs to the slider's value: the cut curves must be those of a run of that length."""
+    import matplotlib
+    import matplotlib.pyplot
+    matplotlib.use("Agg")
+    from nnpar_lite.experiments.article_code import training_curves
+    from nnpar_lite.widgets.article_code import MOST_STEPS, training_figure
+
+    fig, shown = training_figure(num_workers=3, lr=0.031, epochs=40)
+    matplotlib.pyplot.close(fig)
+    direct = training_curves(3, 0.031, 40)["curves"]
+    assert MOST_STEPS > 40 and shown["curves"].keys() == direct.keys()
+    for name, (steps, losses) in direct.items():
+        assert shown["curves"][name][0] == steps
+        np.testing.assert_allclose(shown["curves"][name][1], losses, rtol=1e-12)
+
+
+def test_gradient_check_prints_verdicts_not_rounding_errors():
+    """A passing gradient's error is the machine's rounding: printed as below the tolerance."""
+    model = models.LinearRegression(seed=0)
+    passing = str(gradient_check(lambda: model.loss(X, Y), model.params, model.gradients(X, Y)))
+    assert "below 1e-6       ok" in passing and "e-1" not in passing and "e-0" not in passing
+    wrong = {name: -g for name, g in model.gradients(X, Y).items()}
+    failing = str(gradient_check(lambda: model.loss(X, Y), model.params, wrong))
+    assert "W          1                WRONG" in failing and "wrong: W, b" in failing

@@ -43,7 +43,12 @@ def test_widgets_only_draw(path):
         assert args[:2] != ["rank", "world_size"], f"{path.name} defines a worker, {f.name}"
 
 
-@pytest.mark.parametrize("name", ["data_parallel", "model_averaging", "pipeline", "tensor_parallel", "spatial"])
+SCHEMES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem in {
+    "data_parallel", "model_averaging", "pipeline", "tensor_parallel", "spatial", "sharding", "compression",
+    "asynchronous"})
+
+
+@pytest.mark.parametrize("name", SCHEMES)
 def test_scheme_modules_hold_no_chapter_workers(name):
     """Workers that compare a scheme with its reference or time it live in nnpar_lite/experiments."""
     for f in functions(PACKAGE / f"{name}.py"):
@@ -56,7 +61,7 @@ def test_costmodel_holds_formulas_only():
     assert "torch" not in source and "time.perf_counter" not in source
 
 
-@pytest.mark.parametrize("name", ["data_parallel", "model_averaging", "pipeline", "tensor_parallel", "spatial"])
+@pytest.mark.parametrize("name", SCHEMES)
 def test_every_collective_takes_a_group(name):
     """Collectives over a process group accept group= (default: all ranks)."""
     tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))

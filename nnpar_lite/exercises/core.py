@@ -72,7 +72,7 @@ def _exercise(exercise_id: str) -> Exercise:
 def check(exercise_id: str, answer: Any) -> bool:
     """Check a learner's answer to exercise ``exercise_id``: prints the verdict, returns True or False."""
     exercise = _exercise(exercise_id)
-    if answer is None:
+    if answer is None or still_a_stub(answer):      # nothing to run, on one process or on ranks
         print("… " + say(*NOT_SOLVED))
         return False
     try:
@@ -80,6 +80,22 @@ def check(exercise_id: str, answer: Any) -> bool:
     except NotImplementedError:
         print("… " + say(*NOT_SOLVED))
         return False
+
+
+def still_a_stub(fn: Any) -> bool:
+    """Is ``fn`` a function whose body (its docstring aside) is only ``raise NotImplementedError``,
+    as a notebook stores an exercise before the learner writes it?"""
+    import ast
+
+    if not isinstance(fn, types.FunctionType):
+        return False
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.FunctionDef) else []
+    body = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    return len(body) == 1 and isinstance(body[0], ast.Raise) and "NotImplementedError" in ast.unparse(body[0])
 
 
 def solution(exercise_id: str) -> None:
@@ -100,13 +116,15 @@ def verdict(ok: bool, right: tuple[str, str], wrong: tuple[str, str]) -> bool:
     return ok
 
 
-def check_number(answer: Any, expected: float, *, rel: float = 1e-6,
-                 hint: tuple[str, str] = ("", "")) -> bool:
-    """Is ``answer`` a number within ``rel`` (relative) of ``expected``? The hint helps when not."""
+def check_number(answer: Any, expected: float, *, rel: float = 1e-6, hint: tuple[str, str] = ("", ""),
+                 known: dict[float, tuple[str, str]] | None = None) -> bool:
+    """Is ``answer`` a number within ``rel`` (relative) of ``expected``? When not, the hint that
+    fits a typical wrong value (``known``: value → hint) if it is one, else ``hint``."""
     try:
         value = float(answer)
     except (TypeError, ValueError):
         return verdict(False, ("", ""), (f"{answer!r} is not a number. {hint[0]}", f"{answer!r} 不是数字。{hint[1]}"))
+    hint = next((words for wrong, words in (known or {}).items() if math.isclose(value, wrong, rel_tol=1e-6)), hint)
     ok = math.isclose(value, expected, rel_tol=rel, abs_tol=1e-12)
     return verdict(ok, (f"{value:g} is right.", f"{value:g} 正确。"),
                    (f"{value:g} is not it. {hint[0]}", f"{value:g} 不对。{hint[1]}"))

@@ -1,4 +1,9 @@
-"""Chapter 03's exercises: data parallelism (seed 3.1)."""
+"""Chapter 03's exercises: data parallelism (seed 3.1).
+
+03.1 a sum-reduced loss under DDP (recall) · 03.2 what a ring all-reduce sends (recall) ·
+03.3 whether the shards' skew changes a sum-reduced gradient (the chapter's widget) · 03.4 a
+ring all-reduce over send and recv, run on real ranks against ``dist.all_reduce``.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,27 @@ register(Exercise(
                  "2 个阶段 × 3 步 × 250,000 个元素 = 1,500,000 = 2 (p − 1)/p · n，与 p 几乎无关，约为 2n。")))
 
 
+def check_sum_loss_scale(answer) -> bool:
+    """The scale of the K = 5 workers' gradient on the widget's 120 samples, sum loss, plain mean."""
+    return check_number(answer, 120 / 5, known={
+        120.0: ("That is the sum over all samples; the plain mean over the workers divides it by K.",
+                "这是全部样本上的求和；对工作者取简单平均还要再除以 K。"),
+        1.0: ("1 is the scale with mean losses; these losses are sums over each shard.",
+              "1 是使用平均损失时的尺度；这里的损失是每个分片上的求和。")},
+        hint=("Add up the K workers' sum-reduced gradients: whatever the shard sizes, that is the sum over all 120 "
+         "samples; then the plain mean divides by K.",
+         "把 K 个工作者的求和损失梯度加起来：无论分片大小如何，结果都是全部 120 个样本上的求和；然后简单平均再除以 K。"))
+
+
+register(Exercise("03.3", check_sum_loss_scale, solution=24, explanation=(
+    "Σ_k Σ_(j in shard k) ∇ℓ_j = Σ_j ∇ℓ_j = N ∇L whatever the shard sizes; the plain mean over K workers divides "
+    "by K: N/K ∇L = 120/5 ∇L = 24 ∇L. The skew moves samples between workers, not out of the sum. With mean "
+    "losses it is the other way round: the skew matters, the scale does not.",
+    "Σ_k Σ_(j∈分片 k) ∇ℓ_j = Σ_j ∇ℓ_j = N ∇L，与分片大小无关；对 K 个工作者取简单平均即除以 K："
+    "N/K ∇L = 120/5 ∇L = 24 ∇L。偏斜只是在工作者之间移动样本，不会把样本移出总和。"
+    "用平均损失时正好相反：偏斜有影响，尺度没有。")))
+
+
 def ring_driver(fn, rank: int, world_size: int, case: Case) -> tuple:
     """Run a learner's all-reduce on this rank's tensor of the case's length, and
     ``dist.all_reduce`` on a copy: (expected, got)."""
@@ -54,7 +80,7 @@ def check_ring_allreduce(fn) -> bool:
                           timeout=45)
 
 
-register(Exercise("03.3", check_ring_allreduce, solution=ring_allreduce, explanation=(
-    "The package's ring_allreduce (chapter 03 shows it): isend to the right, recv from the left, so that no rank "
-    "waits for a neighbour that is itself waiting.",
-    "即本包的 ring_allreduce（第 03 章展示过）：向右 isend、从左 recv，这样不会有进程等待同样在等待的邻居。")))
+register(Exercise("03.4", check_ring_allreduce, solution=ring_allreduce, explanation=(
+    "The package's ring_allreduce: isend to the right, recv from the left, so that no rank waits for a neighbour "
+    "that is itself waiting; chunks of length 0 are neither sent nor received.",
+    "即本包的 ring_allreduce：向右 isend、从左 recv，这样不会有进程等待同样在等待的邻居；长度为 0 的块既不发送也不接收。")))

@@ -8,6 +8,8 @@ module so that spawn can import them); the algorithm they run is in
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from typing import Sequence
 
@@ -17,11 +19,30 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..data import demo_batch, digits_split, even_shard_sizes, skewed_shard_sizes
-from ..data_parallel import (allreduce_gradients, allreduce_gradients_naive, compare_with_big_batch,
-                             ring_allreduce, shard_gradients)
+from ..data_parallel import (
+    allreduce_gradients,
+    allreduce_gradients_naive,
+    compare_with_big_batch,
+    ring_allreduce,
+    shard_gradients,
+)
 from ..formulas import aggregate_gradients, sgd_step
-from ..models import mlp
+from ..models import mlp, parameter_count
+from ..progress import progress
 from ..util import max_abs_difference
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the chapter's tiny models on one thread, then restore torch's setting: products of a
+    few hundred rows gain nothing from more threads, and on a busy machine a team of threads
+    waiting for each other ran them tens of times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _global_batches(config: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -127,7 +148,9 @@ def time_training_step(rank: int, world_size: int, global_batches: Sequence[int]
                        sizes=(64, 256, 256, 10), steps: int = 12, threads: int = 1) -> dict[int, dict]:
     """For each global batch size: the median compute time (forward + backward on this
     rank's share) and communication time (``allreduce_gradients``) of one training step,
-    with ``threads`` threads per process (1: each process stands for one core)."""
+    with ``threads`` threads per process (1: each process stands for one core), and the
+    work behind them, which holds on any machine: the samples this rank computed on and
+    the values it all-reduced per step."""
     torch.set_num_threads(threads)
     model = mlp(sizes, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -149,73 +172,36 @@ def time_training_step(rank: int, world_size: int, global_batches: Sequence[int]
             compute.append(middle - start)
             communicate.append(end - middle)
         timings[global_batch] = {"compute": float(np.median(compute[2:])),
-                                 "communication": float(np.median(communicate[2:]))}
+                                 "communication": float(np.median(communicate[2:])),
+                                 "samples per rank": local,
+                                 "values all-reduced": parameter_count(model) if world_size > 1 else 0}
     return timings
 
 
-def time_against_ddp(rank: int, world_size: int, sizes=(512, 1024, 1024, 10), batch: int = 64,
-                     rounds: int = 30, bucket_mb: float = 25.0) -> dict:
-    """Median step time of ``allreduce_gradients`` against DDP, in the same processes,
-    alternating one step of each per round so that both see the same machine load."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    ours = mlp(sizes, seed=0)
-    ddp = DistributedDataParallel(mlp(sizes, seed=0), device_ids=None, bucket_cap_mb=bucket_mb)
-    opts = {"ours": torch.optim.SGD(ours.parameters(), lr=0.01), "ddp": torch.optim.SGD(ddp.parameters(), lr=0.01)}
-    gen = torch.Generator().manual_seed(rank)
-    x, y = torch.randn(batch, sizes[0], generator=gen), torch.randint(0, sizes[-1], (batch,), generator=gen)
-
-    def step_ours():
-        opts["ours"].zero_grad()
-        F.cross_entropy(ours(x), y).backward()
-        allreduce_gradients(ours, bucket_mb=bucket_mb)
-        opts["ours"].step()
-
-    def step_ddp():
-        opts["ddp"].zero_grad()
-        F.cross_entropy(ddp(x), y).backward()
-        opts["ddp"].step()
-
-    times: dict[str, list[float]] = {"ours": [], "ddp": []}
-    for round_ in range(rounds + 3):
-        for name, step in (("ours", step_ours), ("ddp", step_ddp)) if round_ % 2 else \
-                (("ddp", step_ddp), ("ours", step_ours)):
-            dist.barrier()
-            start = time.perf_counter()
-            step()
-            if round_ >= 3:  # the first rounds warm up allocators and gloo's buffers
-                times[name].append(time.perf_counter() - start)
-    parameters = sum(p.numel() for p in ours.parameters())
-    ratios = [a / b for a, b in zip(times["ours"], times["ddp"])]
-    return {"parameters": parameters, "ours": float(np.median(times["ours"])),
-            "ddp": float(np.median(times["ddp"])), "median ratio": float(np.median(ratios)),
-            "max difference": max_abs_difference(ours, ddp.module)}
-
-
 def train_digits_simulated(num_workers: int = 4, *, steps: int = 150, global_batch: int = 128, lr: float = 0.5,
-                           hidden: int = 32, seed: int = 0, progress: bool = True) -> dict:
+                           hidden: int = 32, seed: int = 0) -> dict:
     """Train an MLP on the digits with K simulated workers (steps 1–6 in torch, gradients
-    weighted by shard size), with a progress bar. Returns the loss of each global batch
-    after its step, the test accuracy (the 297 held-out images) and the model."""
-    from tqdm.auto import tqdm
-
+    weighted by shard size), with a progress bar in a notebook. Returns the loss of each
+    global batch after its step, the test accuracy (the 297 held-out images) and the model."""
     x, y, x_test, y_test = digits_split()
     model = mlp((64, hidden, 10), seed=seed)
     params = dict(model.named_parameters())
     sizes = even_shard_sizes(global_batch, num_workers)
     losses = []
-    for step in tqdm(range(steps), desc=f"{num_workers} workers", disable=not progress):
-        batch = (step * global_batch + torch.arange(global_batch)) % len(x)                  # step 1 (and split)
-        grads = shard_gradients(model, x[batch], y[batch], sizes)                           # steps 2–4
-        gradient = aggregate_gradients(grads, sizes)                                        # step 5
-        sgd_step(params, gradient, lr, out=params)                                          # step 6, in place
-        with torch.no_grad():
-            losses.append(float(F.cross_entropy(model(x[batch]), y[batch])))
+    with one_thread():
+        for step in progress(range(steps), f"{num_workers} worker{'s' if num_workers > 1 else ''}"):
+            batch = (step * global_batch + torch.arange(global_batch)) % len(x)              # step 1 (and split)
+            grads = shard_gradients(model, x[batch], y[batch], sizes)                       # steps 2–4
+            gradient = aggregate_gradients(grads, sizes)                                    # step 5
+            sgd_step(params, gradient, lr, out=params)                                      # step 6, in place
+            with torch.no_grad():
+                losses.append(float(F.cross_entropy(model(x[batch]), y[batch])))
     with torch.no_grad():
         accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
     return {"losses": losses, "test accuracy": accuracy, "model": model}
 
 
+@functools.lru_cache(maxsize=256)   # the widget's controls offer a few hundred settings; a move back is free
 def gradient_comparison(num_workers: int = 3, skew: float = 0.6, reduction: str = "mean",
                         weighted: bool = True, *, batch_norm: bool = False) -> dict:
     """The K-worker gradient of 120 digits, aggregated as configured, beside the big-batch
@@ -223,4 +209,5 @@ def gradient_comparison(num_workers: int = 3, skew: float = 0.6, reduction: str 
     x, y = demo_batch()
     model = mlp((64, 32, 10), seed=0, batch_norm=batch_norm, dtype=torch.float64)
     sizes = skewed_shard_sizes(len(x), num_workers, skew)
-    return {"sizes": sizes, **compare_with_big_batch(model, x, y, sizes, reduction=reduction, weighted=weighted)}
+    with one_thread():
+        return {"sizes": sizes, **compare_with_big_batch(model, x, y, sizes, reduction=reduction, weighted=weighted)}

@@ -1,0 +1,170 @@
+"""Chapter 08: one FSDP step on a timeline, the memory each rank holds measured against the
+calculator, and the calculator as a widget (stage × devices × model size)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
+
+from .. import costmodel
+from . import interactive_figure
+
+STAGES = {0: "data parallel", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3 (FSDP)"}
+PARTS = ("parameters", "gradients", "optimizer state")
+COLORS = {"all-gather": "C0", "forward": "#9ecae1", "free": "0.75", "backward": "#fdae6b", "reduce-scatter": "C3"}
+
+
+def readable_bytes(n: float) -> str:
+    """1536 → "1.5 KiB": bytes in the largest binary unit that keeps the number ≥ 1."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} TiB"
+
+
+def _timeline_boxes(trace: list[dict]) -> list[tuple[float, float, str, str]]:
+    """(start, width, unit, what) for each box of the timeline: each traced event takes one
+    slot, and the computation between a gather and the next event of the same unit (its
+    forward, its backward) takes two."""
+    boxes, x = [], 0.0
+    for event in trace:
+        what = event["event"]
+        boxes.append((x, 1.0, event["unit"], what))
+        x += 1.0
+        if what == "all-gather":
+            boxes.append((x, 2.0, event["unit"], event["phase"]))
+            x += 2.0
+    return boxes
+
+
+def fsdp_timeline_figure(trace: list[dict]):
+    """One FSDP step as rank 0 ran it: a row per layer (gather, compute, free; in backward,
+    gather, compute, reduce-scatter, free), and below, the bytes of gathered weights alive."""
+    boxes = _timeline_boxes(trace)
+    units = list(dict.fromkeys(e["unit"] for e in trace))
+    fig, (ax, low) = plt.subplots(2, 1, figsize=(9, 1.0 + 0.55 * len(units) + 1.6), sharex=True,
+                                  gridspec_kw={"height_ratios": [0.55 * len(units) + 0.4, 1.4]})
+    for start, width, unit, what in boxes:
+        row = units.index(unit)
+        ax.add_patch(Rectangle((start, row - 0.35), width, 0.7, fc=COLORS[what], ec="k", lw=0.5))
+        label = {"all-gather": "gather", "reduce-scatter": "r-s"}.get(what, what)
+        ax.text(start + width / 2, row, label, ha="center", va="center", fontsize=6.5)
+    end = boxes[-1][0] + boxes[-1][1]
+    ax.set_xlim(0, end)
+    ax.set_ylim(len(units) - 0.5, -0.5)
+    ax.set_yticks(range(len(units)), [f"model[{u}]" if u.isdigit() else u for u in units])
+    ax.set_title("one FSDP step: each layer's weights exist whole only between its gather and its free", fontsize=9)
+    xs = [start + width for start, width, _, what in boxes if what in ("all-gather", "free", "reduce-scatter")]
+    held = [e["gathered bytes"] for e in trace]
+    low.step([0] + xs, [0] + held, where="post", color="C0")
+    low.fill_between([0] + xs, [0] + held, step="post", alpha=0.3)
+    low.set_ylabel("gathered bytes", fontsize=8)
+    low.set_xlabel("forward, then backward (event order, not measured time)")
+    low.set_xticks([])
+    fig.tight_layout()
+    return fig
+
+
+def memory_table(rows: list[dict]) -> list[dict]:
+    """The measured rows as the chapter prints them: stage, N, what rank 0 holds (by kind and
+    in total) and the calculator's total, with whether they agree."""
+    table = []
+    for row in rows:
+        held, predicted = row["held"], row["predicted"]
+        mixed = row["compute dtype"] is not None
+        same_parts = mixed or all(held[p] == predicted[p] for p in PARTS)
+        table.append({"stage": row["stage"], "N": row["N"], "precision": "fp16 compute" if mixed else "fp32",
+                      **{p: held[p] for p in PARTS}, "other": held["other"], "measured": held["total"],
+                      "predicted": predicted["total"], "agree": same_parts and held["total"] == predicted["total"]})
+    return table
+
+
+def memory_figure(rows: list[dict]):
+    """Bytes per rank after one step, measured (bars: parameters, gradients, optimizer state)
+    against the calculator (black marks), for each stage and N."""
+    fp32 = [r for r in memory_table(rows) if r["precision"] == "fp32"]
+    worlds = sorted({r["N"] for r in fp32})
+    fig, axes = plt.subplots(1, len(worlds), figsize=(3.1 * len(worlds), 3.2), sharey=True)
+    for ax, n in zip(np.atleast_1d(axes), worlds):
+        mine = sorted((r for r in fp32 if r["N"] == n), key=lambda r: r["stage"])
+        bottom = np.zeros(len(mine))
+        for part, color in zip(PARTS, ("C0", "C1", "C2")):
+            values = np.array([r[part] / 1024 for r in mine])
+            ax.bar(range(len(mine)), values, bottom=bottom, color=color, label=part)
+            bottom += values
+        ax.plot(range(len(mine)), [r["predicted"] / 1024 for r in mine], "k_", ms=22, mew=2, label="calculator")
+        ax.set_xticks(range(len(mine)), [f"stage {r['stage']}" for r in mine], fontsize=8)
+        ax.set_title(f"N = {n} ranks", fontsize=9)
+    np.atleast_1d(axes)[0].set_ylabel("KiB held by rank 0 after a step")
+    np.atleast_1d(axes)[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _per_rank(num_params: float, stage: int, devices: int, precision: str) -> dict:
+    return costmodel.training_memory(num_params, precision=precision, optimizer="adam", zero_stage=stage,
+                                     data_parallel=devices)
+
+
+def memory_per_rank_figure(stage: int = 3, devices: int = 8, num_params: float = 7e9, precision: str = "mixed",
+                           measured: list[dict] | None = None):
+    """Left: the calculator's bytes per rank against the number of ranks, one line per stage
+    (Adam; activations left out); dots where this chapter measured the same Ψ and precision.
+    Right: what one rank holds for the chosen stage and N, by kind."""
+    grid = np.unique(np.geomspace(1, 1024, 41).round().astype(int))
+    fig, (ax, bar) = plt.subplots(1, 2, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [2.2, 1]})
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.28, top=0.92, wspace=0.12)
+    for s, name in STAGES.items():
+        totals = [_per_rank(num_params, s, int(n), precision)["total"] for n in grid]
+        ax.loglog(grid, totals, lw=2.5 if s == stage else 1, color=f"C{s}", label=name,
+                  alpha=1 if s == stage else 0.6)
+    points = [r for r in (measured or []) if r["held"]["total"] and _same_model(r, num_params, precision)]
+    for r in points:
+        ax.plot(r["N"], r["held"]["total"], "o", ms=7, mfc="none", mec=f"C{r['stage']}", mew=1.5)
+    if points:
+        ax.plot([], [], "o", mfc="none", mec="k", label="measured here")
+    chosen = _per_rank(num_params, stage, devices, precision)
+    ax.axvline(devices, color="k", ls=":", lw=1)
+    if num_params >= 1e9:
+        ax.axhline(80 * 2 ** 30, color="0.4", ls="--", lw=1)
+        ax.text(1024, 80 * 2 ** 30, "80 GiB, one large GPU", fontsize=7, va="bottom", ha="right")
+    ax.minorticks_off()                  # a log axis's minor ticks cost most of a redraw
+    ax.set_xlabel("N, ranks sharing the model states")
+    ax.set_ylabel("bytes per rank (model states)")
+    ax.set_title(f"Ψ = {num_params:,.0f} parameters, Adam, {precision}", fontsize=9)
+    ax.legend(fontsize=7)
+    bottom = 0.0
+    for part, color in zip(PARTS, ("C0", "C1", "C2")):
+        bar.bar(0, chosen[part], bottom=bottom, color=color, label=f"{part}: {readable_bytes(chosen[part])}")
+        bottom += chosen[part]
+    bar.set_xticks([0], [f"{STAGES[stage]}, N = {devices}"], fontsize=8)
+    bar.set_title(f"per rank: {readable_bytes(chosen['total'])}", fontsize=9)
+    bar.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    bar.set_yticks([])
+    return fig
+
+
+def _same_model(row: dict, num_params: float, precision: str) -> bool:
+    psi = sum((a + 1) * b for a, b in zip(row["sizes"][:-1], row["sizes"][1:]))
+    return psi == num_params and (row["compute dtype"] is not None) == (precision == "mixed")
+
+
+def memory_per_rank_widget(measured: list[dict] | None = None):
+    """Stage × devices × model size → the bytes of model states each rank holds; for the sizes
+    this chapter ran (``measured``: rows of ``experiments.sharding.memory_and_traffic``), the
+    measured bytes as dots."""
+    import ipywidgets as widgets
+
+    sizes = sorted({sum((a + 1) * b for a, b in zip(r["sizes"][:-1], r["sizes"][1:])) for r in measured or []})
+    options = [(f"{psi:,} (measured)", psi) for psi in sizes] + [
+        (label, value) for label, value in (("125 M", 125e6), ("1.3 B", 1.3e9), ("7.5 B (ZeRO paper)", 7.5e9),
+                                            ("70 B", 70e9), ("175 B", 175e9))]
+    controls = {"stage": widgets.ToggleButtons(options=[(f"{s}", s) for s in STAGES], value=3, description="stage"),
+                "devices": widgets.SelectionSlider(options=[1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024], value=64,
+                                                   description="N ranks"),
+                "num_params": widgets.SelectionSlider(options=options, value=7.5e9, description="Ψ"),
+                "precision": widgets.ToggleButtons(options=["fp32", "mixed"], value="mixed", description="precision")}
+    return interactive_figure(controls, [["stage", "devices"], ["num_params", "precision"]],
+                              lambda **v: memory_per_rank_figure(measured=measured, **v), slow=True)
