@@ -1,9 +1,10 @@
-"""Three small helpers the modules share: one integer check, near-equal parts, a difference."""
+"""Small helpers the modules share: one integer check, near-equal parts, a difference, one thread."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 
 def whole_number(name: str, value: Any, minimum: int = 1) -> int:
@@ -35,3 +36,18 @@ def max_abs_difference(a: Any, b: Any) -> float:
     pairs = list(zip(tensors(a), tensors(b), strict=True))
     with torch.no_grad():
         return max((float((p.double() - q.double()).abs().max()) for p, q in pairs if p.numel()), default=0.0)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a block on one torch thread, then restore the setting. The chapters' small models
+    (products of a few hundred rows) gain nothing from more threads, and on a busy machine a
+    team of threads waiting for each other ran them tens of times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

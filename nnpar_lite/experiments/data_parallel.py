@@ -8,7 +8,6 @@ module so that spawn can import them); the algorithm they run is in
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from typing import Sequence
@@ -29,20 +28,7 @@ from ..data_parallel import (
 from ..formulas import aggregate_gradients, sgd_step
 from ..models import mlp, parameter_count
 from ..progress import progress
-from ..util import max_abs_difference
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run the chapter's tiny models on one thread, then restore torch's setting: products of a
-    few hundred rows gain nothing from more threads, and on a busy machine a team of threads
-    waiting for each other ran them tens of times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from ..util import max_abs_difference, one_thread
 
 
 def _global_batches(config: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
