@@ -12,7 +12,9 @@ is cut into m micro-batches that flow through the pipeline one after another:
   backward, so it holds fewer activations. (PipeDream, SOSP 2019, is the
   asynchronous 1F1B with weight stashing: no flush, no bubble, stale weights.)
 
-Both leave the same idle "bubble", (p − 1)/(m + p − 1) of the step.
+Both leave the same idle "bubble", (p − 1)/(m + p − 1) of the step. Both run over real
+processes, one stage per rank (:func:`gpipe_step`, :func:`one_f_one_b_step`): the same code,
+:func:`pipeline_step`, carrying out each stage's operations in its schedule's order.
 """
 
 from __future__ import annotations
@@ -187,40 +189,82 @@ def _log(rank: int, message: str) -> None:
         print(f"[stage {rank}] {message}", flush=True)
 
 
-def gpipe_step(stage: torch.nn.Module, x: torch.Tensor | None, y: torch.Tensor | None,
-               micro_sizes: Sequence[int], activation_width: int, *, group=None) -> float | None:
-    """One GPipe step over real processes; this process is stage ``rank`` of the group's
-    ``world_size``. All forwards (receive the activation from rank − 1, send ours to rank + 1),
-    then all backwards in reverse (receive the gradient from rank + 1, send ours to
-    rank − 1). Gradients accumulate in ``stage``'s parameters. ``x`` is read on the first
-    stage, ``y`` on the last; received activations take the stage's dtype. Returns the
-    mean loss on the last stage.
-
-    Backward sends use ``isend``: with blocking sends on gloo, the last stage can block
-    sending a gradient while the first is still sending activations (a deadlock seen here).
+def pipeline_step(stage: torch.nn.Module, x: torch.Tensor | None, y: torch.Tensor | None,
+                  micro_sizes: Sequence[int], activation_width: int, *, schedule: str = "1f1b",
+                  group=None) -> float | None:
+    """One training step of a pipeline over real processes, this process being stage s = rank
+    of the group's p: it runs its own list, :data:`SCHEDULES` [``schedule``](p, m)[s]. F i
+    receives micro-batch i's activation from rank − 1 (the first stage cuts it from ``x``),
+    runs the stage, sends the output to rank + 1. B i receives that output's gradient from
+    rank + 1 (the last stage takes the loss on ``y``, weighted by n_i / Σ n_j so that the
+    accumulated gradients are the whole batch's), runs backward, sends its input's gradient
+    to rank − 1. Received activations take the stage's dtype. Returns the mean loss on the
+    last stage. Every send is an ``isend``: with blocking sends on gloo, a stage can wait on a
+    send to its neighbour while the neighbour waits on a send to it (a deadlock seen here).
     """
-    link, sizes = _Link(group), list(micro_sizes)
-    dtype = next((p.dtype for p in stage.parameters()), torch.get_default_dtype())
-    micro_x, micro_y = (torch.split(x, sizes) if link.first else None), (torch.split(y, sizes) if link.last else None)
-    inputs, outputs = [], []
-    for i, size in enumerate(sizes):
-        inputs.append(micro_x[i] if link.first else link.receive((size, activation_width), dtype, f"F{i}: activation"))
-        outputs.append(stage(inputs[i]))
-        if not link.last:
-            link.send(outputs[i].detach(), f"F{i}: activation")
-    total_loss, pending = 0.0, []
-    for i in reversed(range(len(sizes))):
+    link, sizes = _Link(group), _check_step(stage, x, y, micro_sizes, activation_width, schedule, group)
+    dtype = None if link.first else next(stage.parameters()).dtype
+    micro_x = torch.split(x, sizes) if link.first else None
+    micro_y = torch.split(y, sizes) if link.last else None
+    inputs, outputs, sent, pending, total_loss = {}, {}, {}, [], 0.0
+    for op, i in SCHEDULES[schedule](link.world, len(sizes))[link.rank]:
+        if op == "F":
+            shape = (sizes[i], activation_width)
+            inputs[i] = micro_x[i] if link.first else link.receive(shape, dtype, f"F{i}: activation")
+            outputs[i] = stage(inputs[i])
+            if not link.last:
+                sent[i] = link.send(outputs[i].detach(), f"F{i}: activation")
+            continue
         if link.last:
-            loss = F.cross_entropy(outputs[i], micro_y[i]) * sizes[i] / sum(sizes)
+            loss = F.cross_entropy(outputs.pop(i), micro_y[i]) * sizes[i] / sum(sizes)
             total_loss += float(loss.detach())
             loss.backward()
         else:
-            outputs[i].backward(link.receive(tuple(outputs[i].shape), outputs[i].dtype, f"B{i}: gradient", 1))
+            output = outputs.pop(i)
+            output.backward(link.receive(tuple(output.shape), output.dtype, f"B{i}: gradient", 1))
+            sent.pop(i).wait()          # its gradient came back, so our activation has arrived
+        incoming = inputs.pop(i)        # micro-batch i's activations are freed here
         if not link.first:
-            pending.append(link.send(inputs[i].grad, f"B{i}: gradient", -1, blocking=False))
+            pending.append(link.send(incoming.grad, f"B{i}: gradient", -1))
     for request in pending:
         request.wait()
     return total_loss if link.last else None
+
+
+def gpipe_step(stage: torch.nn.Module, x: torch.Tensor | None, y: torch.Tensor | None,
+               micro_sizes: Sequence[int], activation_width: int, *, group=None) -> float | None:
+    """One GPipe step over real processes (Huang et al. 2019): all m forwards, then all m
+    backwards in reverse; this stage holds all m micro-batches' activations at its peak.
+    See :func:`pipeline_step`."""
+    return pipeline_step(stage, x, y, micro_sizes, activation_width, schedule="gpipe", group=group)
+
+
+def one_f_one_b_step(stage: torch.nn.Module, x: torch.Tensor | None, y: torch.Tensor | None,
+                     micro_sizes: Sequence[int], activation_width: int, *, group=None) -> float | None:
+    """One flushed 1F1B step over real processes (Narayanan et al., ICML 2021; Megatron-LM,
+    SC21): stage s runs min(p − 1 − s, m) warm-up forwards, then one forward and one backward
+    in turn, then the remaining backwards; it holds at most min(p − s, m) micro-batches'
+    activations instead of GPipe's m, and computes the same gradients. See :func:`pipeline_step`."""
+    return pipeline_step(stage, x, y, micro_sizes, activation_width, schedule="1f1b", group=group)
+
+
+def _check_step(stage, x, y, micro_sizes, activation_width, schedule, group) -> list[int]:
+    """The micro-batch sizes as a list, after checking every argument this stage uses."""
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"stage {rank}: schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+    sizes = [whole_number(f"stage {rank}: micro_sizes[{i}]", n) for i, n in enumerate(micro_sizes)]
+    if not sizes:
+        raise ValueError(f"stage {rank}: micro_sizes is empty; give at least one micro-batch")
+    whole_number(f"stage {rank}: activation_width", activation_width)
+    for name, tensor, used in (("x", x, rank == 0), ("y", y, rank == world - 1)):
+        if used and (tensor is None or len(tensor) != sum(sizes)):
+            got = "None" if tensor is None else f"{len(tensor)} rows"
+            raise ValueError(f"stage {rank}: {name} must have sum(micro_sizes) = {sum(sizes)} rows, got {got}")
+    if rank > 0 and next(stage.parameters(), None) is None:
+        raise ValueError(f"stage {rank} has no parameters, so the dtype of the activations it receives is "
+                         "unknown; give every stage after the first at least one layer with parameters")
+    return sizes
 
 
 class _Link:
@@ -228,8 +272,8 @@ class _Link:
     (or − 1), logging every message when ``VERBOSE``."""
 
     def __init__(self, group=None):
-        self.group, self.rank, world = group, dist.get_rank(group), dist.get_world_size(group)
-        self.first, self.last = self.rank == 0, self.rank == world - 1
+        self.group, self.rank, self.world = group, dist.get_rank(group), dist.get_world_size(group)
+        self.first, self.last = self.rank == 0, self.rank == self.world - 1
 
     def _peer(self, offset: int) -> int:
         r = self.rank + offset
@@ -241,8 +285,7 @@ class _Link:
         _log(self.rank, f"{what} {tuple(shape)} received from stage {self.rank + offset}")
         return buffer.requires_grad_(offset < 0)       # an activation needs its gradient back
 
-    def send(self, tensor: torch.Tensor, what: str, offset: int = 1, blocking: bool = True):
+    def send(self, tensor: torch.Tensor, what: str, offset: int = 1):
+        """Non-blocking: returns the request to ``wait()`` on before the tensor may change."""
         _log(self.rank, f"{what} {tuple(tensor.shape)} sent to stage {self.rank + offset}")
-        if blocking:
-            return dist.send(tensor, self._peer(offset), group=self.group)
         return dist.isend(tensor, self._peer(offset), group=self.group)

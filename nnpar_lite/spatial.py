@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .util import even_bounds
+from .util import even_bounds, whole_number
 
 
 def _check_conv(x: torch.Tensor, weight: torch.Tensor, grid: Sequence[int], padding: int) -> tuple[int, int]:
@@ -40,6 +40,30 @@ def _check_conv(x: torch.Tensor, weight: torch.Tensor, grid: Sequence[int], padd
         if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= size:
             raise ValueError(f"grid {name} must be between 1 and the output's {size}, got {parts!r}")
     return out_h, out_w
+
+
+def halo_width(kernel: int) -> int:
+    """The halo on each side of a tile for an odd k×k 'same' convolution: (k − 1)/2 rows above
+    and below, (k − 1)/2 columns left and right; k − 1 per dimension in all."""
+    k = whole_number("kernel", kernel)
+    if k % 2 == 0:
+        raise ValueError(f"kernel must be odd for a 'same' convolution (equal halos on both sides), got {k}")
+    return (k - 1) // 2
+
+
+def halo_rows(height: int, num_tiles: int, tile: int, kernel: int) -> range:
+    """The input rows that row tile ``tile`` (0 at the top) of ``num_tiles`` needs for an odd k×k
+    'same' convolution of an image ``height`` rows tall: its own rows [r0, r1), cut as
+    :func:`~nnpar_lite.util.even_bounds` cuts them, widened by h = (k − 1)/2 on each side and
+    clipped to the image, range(max(r0 − h, 0), min(r1 + h, height)). Beyond the image's edge
+    lies zero padding, which nobody sends."""
+    if whole_number("num_tiles", num_tiles) > whole_number("height", height):
+        raise ValueError(f"cannot cut {height} rows into {num_tiles} tiles")
+    if whole_number("tile", tile, minimum=0) >= num_tiles:
+        raise ValueError(f"tile must be between 0 and {num_tiles - 1}, got {tile}")
+    h = halo_width(kernel)
+    r0, r1 = even_bounds(height, num_tiles)[tile]
+    return range(max(r0 - h, 0), min(r1 + h, height))
 
 
 def tiles(x: torch.Tensor, weight: torch.Tensor, *, grid=(2, 2), padding: int = 0) -> list[dict]:

@@ -126,6 +126,8 @@ def chapter_workers():
     names, defined_in_a_notebook = set(), set()
     for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("**/[0-9]*.ipynb")):
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code" or "raises-exception" in cell["metadata"].get("tags", []):
+                continue          # prose, and cells that show launch refusing a notebook's function
             names |= set(re.findall(r"launch\(\s*([\w.]+)", "".join(cell["source"])))
             defined_in_a_notebook |= set(re.findall(r"^def (\w+)\(", "".join(cell["source"]), re.M))
     return sorted(names - defined_in_a_notebook)   # those show launch refusing a notebook's function

@@ -1,15 +1,16 @@
-"""Chapter 05: pipeline, tensor and spatial splits equal the unsplit model (float64, 1e-10);
-the schedules are valid and their idle fraction is the bubble formula."""
+"""Chapter 05: the pipeline and tensor splits equal the unsplit model (float64, 1e-10), in one
+process and over real processes; the schedules are valid, their idle fraction is the bubble
+formula, and the activations a stage holds, measured, are what the schedule says."""
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
-from nnpar_lite import costmodel, pipeline, spatial, tensor_parallel as tp
-from nnpar_lite.experiments import model_split as msx
-from nnpar_lite.experiments import spatial as spx
-from nnpar_lite.models import mlp
+from nnpar_lite import costmodel, pipeline, tensor_parallel as tp
 from nnpar_lite.distributed import launch
+from nnpar_lite.experiments import model_split as msx
+from nnpar_lite.models import mlp
 
 TOL = 1e-10
 
@@ -85,13 +86,102 @@ def test_heterogeneous_pipeline_cpu_then_gpu_equals_unsplit():
                    msx.unsplit_gradients(model, x, y)) < TOL
 
 
+# Per step, the micro-batch sizes: uneven, m above p, m below p, a single micro-batch.
+STEPS = {2: [(9, 7, 8, 6), (3, 2), (1,)], 3: [(9, 7, 8, 6), (2, 1), (5, 5, 5, 5, 4)]}
+
+
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_real_pipeline_equals_the_unsplit_model(world_size):
-    reports = launch(msx.pipeline_against_unsplit, world_size, dict(microbatches=4, steps=3, batch=30),
+def test_real_1f1b_and_gpipe_equal_the_unsplit_model_and_hold_what_the_schedule_says(world_size):
+    reports = launch(msx.pipeline_against_unsplit, world_size, dict(micro_sizes=STEPS[world_size]),
                      backend="gloo", timeout=90)
-    for r in reports:
-        assert len(r["gradient differences"]) == 3
-        assert max(r["gradient differences"]) < TOL and max(r["parameter differences"]) < TOL
+    for stage, r in enumerate(reports):
+        assert len(r["gradient differences"]) == len(STEPS[world_size])
+        for step, micro_sizes in enumerate(STEPS[world_size]):
+            for schedule in ("gpipe", "1f1b"):
+                assert r["gradient differences"][step][schedule] < TOL
+                assert r["parameter differences"][step][schedule] < TOL
+            assert r["1f1b against gpipe"][step] < TOL
+            m = len(micro_sizes)   # GPipe holds every micro-batch; 1F1B at most p − s of them
+            assert r["peak measured"][step] == {"gpipe": m, "1f1b": min(world_size - stage, m)}
+    for losses in reports[-1]["losses"]:
+        assert losses["gpipe"] == pytest.approx(losses["unsplit"], abs=TOL)
+        assert losses["1f1b"] == pytest.approx(losses["unsplit"], abs=TOL)
+
+
+def test_real_pipeline_on_a_sub_group_of_two_out_of_three_ranks():
+    reports = launch(msx.pipeline_against_unsplit, 3, dict(micro_sizes=[(4, 3, 3), (2,)], group_ranks=[1, 2]),
+                     backend="gloo", timeout=90)
+    assert reports[0] is None
+    for stage, r in enumerate(reports[1:]):
+        assert max(max(d.values()) for d in r["gradient differences"] + r["parameter differences"]) < TOL
+        assert r["peak measured"] == [{"gpipe": 3, "1f1b": 2 - stage}, {"gpipe": 1, "1f1b": 1}]
+
+
+def test_saved_activations_counts_the_micro_batches_autograd_keeps():
+    stage = mlp((5, 4, 3), seed=0, dtype=torch.float64)
+    batches = [torch.randn(2, 5, dtype=torch.float64) for _ in range(4)]
+    with msx.SavedActivations(stage) as all_first:            # GPipe's order: every forward, then backwards
+        outputs = [stage(x) for x in batches]
+        for out in outputs:
+            out.sum().backward()
+    with msx.SavedActivations(stage) as alternating:          # one forward, one backward
+        kept = []
+        for x in batches:
+            kept.append(stage(x))
+            kept[-1].sum().backward()                          # the output is still referenced: its graph is freed
+    with msx.SavedActivations(stage) as two_ahead:
+        kept = [stage(batches[0])]
+        for x in batches[1:]:
+            kept.append(stage(x))
+            kept[-2].sum().backward()
+    assert (all_first.peak, alternating.peak, two_ahead.peak) == (4, 1, 2)
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("step", [pipeline.gpipe_step, pipeline.one_f_one_b_step])
+def test_a_one_stage_pipeline_is_the_unsplit_model(one_process_group, step):
+    model = mlp((6, 5, 4), seed=3, dtype=torch.float64)
+    x, y = torch.randn(10, 6, dtype=torch.float64), torch.randint(0, 4, (10,))
+    loss = step(model, x, y, [4, 3, 2, 1], 6)
+    assert loss == pytest.approx(float(F.cross_entropy(model(x), y).detach()), abs=TOL)
+    assert largest([p.grad for p in model.parameters()], msx.unsplit_gradients(model, x, y)) < TOL
+
+
+@pytest.mark.parametrize("micro_sizes, width, kwargs, message", [
+    ([4, 3, 2], 6, {}, "x must have sum\\(micro_sizes\\) = 9 rows, got 10 rows"),
+    ([], 6, {}, "micro_sizes is empty"),
+    ([5, 0, 5], 6, {}, "micro_sizes\\[1\\]"),
+    ([5, 5], 0, {}, "activation_width"),
+    ([5, 5], 6, {"schedule": "zigzag"}, "schedule must be one of"),
+])
+def test_pipeline_step_bad_input_changes_nothing(one_process_group, micro_sizes, width, kwargs, message):
+    model = mlp((6, 5, 4), seed=3, dtype=torch.float64)
+    x, y = torch.randn(10, 6, dtype=torch.float64), torch.randint(0, 4, (10,))
+    with pytest.raises(ValueError, match=f"stage 0: {message}"):
+        pipeline.pipeline_step(model, x, y, micro_sizes, width, **kwargs)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_chapter_check_passes_and_fails_when_a_split_is_wrong(monkeypatch):
+    rows = msx.check_splits_against_unsplit()
+    assert len(rows) == 2 * len(msx.PIPELINE_CASES) + 3 * len(msx.TENSOR_CASES) and all(ok for _, ok in rows)
+    real = tp.split_rows
+    monkeypatch.setattr(tp, "split_rows", lambda layer, k: [w * 1.001 for w in real(layer, k)])
+    failing = [name for name, ok in msx.check_splits_against_unsplit() if not ok]
+    assert failing and all(name.startswith("tensor") and ("row" in name or "megatron" in name) for name in failing)
+
+
+def test_averaging_the_parts_of_one_model_breaks_it():
+    result = msx.averaging_the_parts(steps=60)
+    assert result["accuracy before"] > 0.8
+    assert result["accuracy after"] < result["accuracy before"] - 0.3
+    assert result["largest parameter change"] > 0.05
 
 
 def test_split_into_stages_bad_input():
@@ -104,7 +194,8 @@ def test_split_into_stages_bad_input():
 @pytest.mark.parametrize("workers", [1, 2, 3, 4])
 def test_tensor_splits_equal_the_unsplit_layers(n_in, hidden, n_out, workers):
     torch.manual_seed(workers)
-    first, second = torch.nn.Linear(n_in, hidden, dtype=torch.float64), torch.nn.Linear(hidden, n_out, dtype=torch.float64)
+    first = torch.nn.Linear(n_in, hidden, dtype=torch.float64)
+    second = torch.nn.Linear(hidden, n_out, dtype=torch.float64)
     params = list(first.parameters()) + list(second.parameters())
     x = torch.randn(9, n_in, dtype=torch.float64, requires_grad=True)
     cases = [(tp.column_parallel_linear(x, first, workers), first(x)),
@@ -126,40 +217,3 @@ def test_tensor_split_bad_input():
 def test_real_megatron_mlp_equals_the_unsplit_mlp(world_size):
     for r in launch(msx.megatron_mlp_worker, world_size, dict(sizes=(6, 11, 5, 7)), backend="gloo", timeout=60):
         assert max(r.values()) < TOL
-
-
-# --------------------------------------------------------------- spatial
-@pytest.mark.parametrize("height, width, kernel, padding, grid", [
-    (11, 9, 3, 1, (2, 2)), (10, 7, 5, 0, (3, 2)), (13, 6, 4, 1, (3, 1)), (8, 8, 3, 2, (4, 3)), (5, 5, 1, 0, (5, 5)),
-    (7, 12, 2, 0, (2, 5)),
-])
-def test_spatial_conv2d_equals_conv2d_forward_and_backward(height, width, kernel, padding, grid):
-    g = torch.Generator().manual_seed(height * width)
-    x = torch.randn(2, 3, height, width, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(4, 3, kernel, kernel, dtype=torch.float64, generator=g, requires_grad=True)
-    b = torch.randn(4, dtype=torch.float64, generator=g, requires_grad=True)
-    tiled, full = spatial.spatial_conv2d(x, w, b, grid=grid, padding=padding), F.conv2d(x, w, b, padding=padding)
-    assert largest([tiled], [full]) < TOL
-    assert largest(torch.autograd.grad(tiled.square().sum(), (x, w, b)),
-                   torch.autograd.grad(full.square().sum(), (x, w, b))) < TOL
-
-
-@pytest.mark.parametrize("kwargs, word", [(dict(grid=(0, 1)), "grid rows"), (dict(grid=(2, 99)), "grid cols"),
-                                          (dict(padding=-1), "padding")])
-def test_spatial_conv2d_bad_input(kwargs, word):
-    with pytest.raises(ValueError, match=word):
-        spatial.spatial_conv2d(torch.zeros(1, 1, 6, 6), torch.zeros(1, 1, 3, 3), **kwargs)
-    with pytest.raises(ValueError, match="channels"):
-        spatial.spatial_conv2d(torch.zeros(1, 2, 6, 6), torch.zeros(1, 1, 3, 3))
-
-
-def test_halo_grows_with_the_grid():
-    shares = [spatial.halo_fraction(64, 64, (g, g), 3)["halo / own"] for g in (1, 2, 4, 8)]
-    assert shares[0] == 0 and all(a < b for a, b in zip(shares, shares[1:]))
-    assert spatial.halo_fraction(64, 64, (2, 2), 3)["halo pixels"] == 4 * 65
-
-
-@pytest.mark.parametrize("world_size, shape", [(2, (2, 3, 4, 11, 9, 3)), (3, (1, 2, 2, 10, 7, 5))])
-def test_real_halo_exchange_equals_conv2d(world_size, shape):
-    for r in launch(spx.halo_conv_worker, world_size, dict(shape=shape), backend="gloo", timeout=60):
-        assert max(v for k, v in r.items() if "gradient" in k or k == "output") < TOL

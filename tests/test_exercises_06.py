@@ -1,0 +1,37 @@
+"""Chapter 06's exercise checks, proven: the solution passes, typical wrong answers fail."""
+
+import pytest
+
+from exercise_proofs import assert_check_is_proven
+from nnpar_lite.util import even_bounds
+
+
+def k_minus_one_per_side(height, num_tiles, tile, kernel):
+    """Reads the halo as k − 1 rows on each side (the slip the chapter corrects)."""
+    first, stop = even_bounds(height, num_tiles)[tile]
+    return list(range(max(first - (kernel - 1), 0), min(stop + kernel - 1, height)))
+
+
+def not_clipped(height, num_tiles, tile, kernel):
+    """Forgets that beyond the image's edge there is nothing to receive."""
+    first, stop = even_bounds(height, num_tiles)[tile]
+    return list(range(first - (kernel - 1) // 2, stop + (kernel - 1) // 2))
+
+
+def floor_cut(height, num_tiles, tile, kernel):
+    """Cuts the tiles at ⌊t · height / n⌋: the larger tiles come last, not first."""
+    first, stop = tile * height // num_tiles, (tile + 1) * height // num_tiles
+    halo = (kernel - 1) // 2
+    return list(range(max(first - halo, 0), min(stop + halo, height)))
+
+
+WRONG_ANSWERS = {
+    "06.1": [(34 ** 2 - 32 ** 2, "zero padding"), (64, "corner")],
+    "06.2": [(32 ** 2 - 24 ** 2, "(k − 1)/2 = 2"), (4 * 2 * 24, "four corners")],
+    "06.3": [(k_minus_one_per_side, "expected"), (not_clipped, "clip to 0"), (floor_cut, "larger tiles first")],
+}
+
+
+@pytest.mark.parametrize("exercise_id", sorted(WRONG_ANSWERS))
+def test_check_is_proven(capsys, exercise_id):
+    assert_check_is_proven(capsys, exercise_id, WRONG_ANSWERS[exercise_id])
