@@ -7,26 +7,33 @@ from typing import Callable
 
 
 def interactive_figure(controls: dict, layout: list[list[str]], draw: Callable, *, slow: bool = False):
-    """Rows of ``controls`` (name → ipywidget) above an output area that shows
-    ``draw(**values)``, the figure for the controls' current values, redrawn whenever
-    one of them changes. Anything ``draw`` prints appears above the figure.
+    """Rows of ``controls`` (name → ipywidget) above the figure ``draw(**values)`` makes for the
+    controls' current values, redrawn whenever one of them changes; what ``draw`` prints shows
+    above the figure. The figure is shown as a PNG image widget, so a redraw replaces one
+    picture and nothing else in the notebook's outputs.
 
     ``slow=True`` is for a ``draw`` that takes longer than about 150 ms: sliders then
     redraw when released, not at every step of a drag, and a label says "computing…"
     while the figure is being made."""
+    import contextlib
+    import html
+    import io
+
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
 
-    out, status = widgets.Output(), widgets.Label("")
+    picture, printed, status = widgets.Image(format="png"), widgets.HTML(""), widgets.Label("")
 
     def redraw(*_):
         status.value = "computing…" if slow else ""
-        with out:
-            out.clear_output(wait=True)
+        text, png = io.StringIO(), io.BytesIO()
+        with contextlib.redirect_stdout(text):
             fig = draw(**{name: control.value for name, control in controls.items()})
-            display(fig)
-            plt.close(fig)  # shown once, in the output area; closed so pyplot does not show it again
+        fig.savefig(png, format="png", bbox_inches="tight")
+        plt.close(fig)  # drawn once, into the picture; closed so pyplot does not show it again
+        printed.value = f"<pre>{html.escape(text.getvalue())}</pre>" if text.getvalue() else ""
+        picture.value = png.getvalue()
         status.value = ""
 
     for control in controls.values():
@@ -34,7 +41,7 @@ def interactive_figure(controls: dict, layout: list[list[str]], draw: Callable, 
             control.continuous_update = False
         control.observe(redraw, "value")
     redraw()
-    box = widgets.VBox([widgets.HBox([controls[name] for name in row]) for row in layout] + [status, out])
+    box = widgets.VBox([widgets.HBox([controls[name] for name in row]) for row in layout] + [status, printed, picture])
     display(box)
     return box
 
