@@ -16,11 +16,14 @@ The second half runs the same scheme over a real process group
 (torch.distributed): :func:`allreduce_gradients` is step 5 across processes,
 bucketed as PyTorch's ``DistributedDataParallel`` (DDP) does it, and
 :func:`ring_allreduce` is the algorithm inside an all-reduce, written out with
-send and receive for reading.
+send and receive for reading. Both run step 5 after step 4 (chapter 03);
+:class:`DataParallel` overlaps them, each bucket's all-reduce starting while
+backward still runs (chapter 09).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from typing import Iterable, Sequence
@@ -156,9 +159,10 @@ def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = N
     if not tensors:
         return
     buckets = plan_buckets(tensors, bucket_mb)
-    flats = [torch.cat([tensors[i].reshape(-1) for i in bucket]) * (1.0 if weight is None else float(weight))
-             for bucket in buckets]
+    flats = [torch.cat([tensors[i].reshape(-1) for i in bucket]) for bucket in buckets]   # fresh copies
     if weight is not None:
+        for flat in flats:
+            flat.mul_(float(weight))
         flats[-1] = torch.cat([flats[-1], flats[-1].new_tensor([float(weight)])])
     for work in [dist.all_reduce(flat, group=group, async_op=True) for flat in flats]:
         work.wait()
@@ -172,9 +176,10 @@ def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = N
 @torch.no_grad()
 def _copy_back(tensors: Sequence[torch.Tensor], flat: torch.Tensor, scale: float) -> None:
     """Unflatten: each tensor takes its slice of ``flat`` (in order), times ``scale``."""
+    flat.mul_(scale)
     offset = 0
     for t in tensors:
-        t.copy_(flat[offset:offset + t.numel()].view_as(t) * scale)
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
 
 
@@ -251,3 +256,140 @@ def ring_allreduce(tensor: torch.Tensor, *, group=None) -> torch.Tensor:
 
 def _global(rank_in_group: int, group) -> int:
     return rank_in_group if group is None else dist.get_global_rank(group, rank_in_group)
+
+
+# ====================================================== overlapped with backward
+def plan_buckets_like_ddp(params: Sequence[torch.Tensor], bucket_mb: float = 25.0) -> list[list[int]]:
+    """Group parameter indices into buckets as DDP does (its buckets after the first step, in
+    torch 2.x): in reverse order, a bucket is closed as soon as it holds *at least*
+    ``bucket_mb`` MiB, and never mixes dtypes or devices.
+
+    Unlike :func:`plan_buckets` (at most the cap), a large tensor closes its bucket at once, so
+    the last layers' bucket leaves as soon as their gradients are complete."""
+    if isinstance(bucket_mb, bool) or not (isinstance(bucket_mb, numbers.Real) and math.isfinite(bucket_mb)
+                                           and bucket_mb > 0):
+        raise ValueError(f"bucket_mb must be a positive number, got {bucket_mb!r}")
+    buckets: list[list[int]] = []
+    size = 0
+    for i in reversed(range(len(params))):
+        last = params[buckets[-1][-1]] if buckets else None
+        if last is None or size >= bucket_mb * 2 ** 20 or (last.dtype, last.device) != (params[i].dtype,
+                                                                                      params[i].device):
+            buckets.append([])
+            size = 0
+        buckets[-1].append(i)
+        size += params[i].numel() * params[i].element_size()
+    return buckets
+
+
+class DataParallel(torch.nn.Module):
+    """Seed 3.1 steps 4 and 5 at once: each bucket's all-reduce starts while backward is still
+    running, as in PyTorch's DDP (Li et al., VLDB 2020).
+
+        g ← Σ_r (g_r / K)      for every trainable parameter, one all-reduce per bucket
+
+    At construction every rank takes rank 0's parameters and buffers (a broadcast), so ranks
+    that built different models start equal. The trainable parameters (a tied tensor counts
+    once, frozen ones not at all) are laid out in flat buckets in reverse order, the order
+    backward completes them, each closed once it holds ``bucket_mb`` MiB, as DDP does
+    (:func:`plan_buckets_like_ddp`). A hook on each parameter
+    (``register_post_accumulate_grad_hook``) fires when its gradient is complete and writes
+    g_r / K into the parameter's place in its bucket; when a bucket is full, its all-reduce is
+    started without waiting (``async_op=True``) and backward goes on with the earlier layers.
+    Buckets leave in the same order on every rank, as collectives must.
+
+    After ``loss.backward()`` call :meth:`finish_gradient_synchronization`: it waits for the
+    buckets still travelling. Each ``.grad`` is then a view of its bucket, holding the average,
+    so nothing is copied back (DDP's ``gradient_as_bucket_view``). Inside :meth:`no_sync`
+    the hooks stand aside: gradients accumulate locally, and the next backward outside it
+    averages their sum. Every rank must run the same backward (the same parameters used).
+    """
+
+    def __init__(self, module: torch.nn.Module, *, bucket_mb: float = 25.0, group=None):
+        super().__init__()
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        trainable = [p for p in module.parameters() if p.requires_grad]   # parameters() lists a tied tensor once
+        buckets = plan_buckets_like_ddp(trainable, bucket_mb)                # checks bucket_mb first
+        self.module, self.group, self.world_size = module, group, dist.get_world_size(group)
+        _broadcast_from_first_rank(list(module.parameters()) + list(module.buffers()), group)
+        self.params, self.buckets = trainable, buckets
+        self.names = [n for n, p in module.named_parameters() if p.requires_grad]   # for messages
+        self.flats = [torch.zeros(sum(trainable[i].numel() for i in b), dtype=trainable[b[0]].dtype,
+                                  device=trainable[b[0]].device) for b in buckets]
+        self.slots: dict[int, tuple[int, int]] = {}          # parameter → (its bucket, its offset there)
+        for b, bucket in enumerate(buckets):
+            offsets = np.cumsum([0] + [trainable[i].numel() for i in bucket])
+            self.slots.update({i: (b, int(offset)) for i, offset in zip(bucket, offsets)})
+        self._syncing = True
+        self._reset()                                        # nothing in flight, every bucket empty
+        for i, p in enumerate(trainable):
+            p.register_post_accumulate_grad_hook(lambda param, i=i: self._gradient_ready(i, param))
+
+    def forward(self, *args, **kwargs):
+        if self._arrived:
+            raise RuntimeError("call finish_gradient_synchronization() after backward, before the next forward")
+        return self.module(*args, **kwargs)
+
+    def _slot(self, index: int) -> torch.Tensor:
+        """Parameter ``index``'s place in its bucket, shaped like the parameter."""
+        bucket, offset = self.slots[index]
+        param = self.params[index]
+        return self.flats[bucket][offset:offset + param.numel()].view_as(param)
+
+    @torch.no_grad()
+    def _gradient_ready(self, index: int, param: torch.Tensor) -> None:
+        """The hook: parameter ``index``'s gradient is complete. Put g_r / K into its slot (the
+        gradient becomes a view of the slot) and start every bucket that is now full, in order."""
+        if not self._syncing:
+            return
+        slot = self._slot(index)
+        if param.grad.data_ptr() == slot.data_ptr():       # already the slot (accumulated in place)
+            slot.mul_(1.0 / self.world_size)
+        else:
+            torch.mul(param.grad, 1.0 / self.world_size, out=slot)
+            param.grad = slot
+        self._arrived.add(index)
+        self._missing[self.slots[index][0]] -= 1
+        while self._launched < len(self.buckets) and self._missing[self._launched] == 0:
+            self._launch(self._launched)
+            self._launched += 1
+
+    def _launch(self, bucket: int) -> None:
+        """Start bucket ``bucket``'s all-reduce (sum) and return at once; backward goes on."""
+        self._works.append(dist.all_reduce(self.flats[bucket], group=self.group, async_op=True))
+
+    def finish_gradient_synchronization(self) -> None:
+        """Wait until every bucket's all-reduce has arrived: each ``.grad`` then holds 1/K Σ_r g_r.
+        Does nothing when no backward ran since the last call (or only inside :meth:`no_sync`)."""
+        if 0 < len(self._arrived) < len(self.params):     # some gradients came, not all: buckets stuck
+            unused = [self.names[i] for i in range(len(self.params)) if i not in self._arrived]
+            self._reset()
+            raise RuntimeError(f"no gradient reached {unused} in this backward: every rank must use every "
+                               "trainable parameter (or freeze it)")
+        for work in self._works:
+            work.wait()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._works, self._launched, self._arrived = [], 0, set()
+        self._missing = [len(b) for b in self.buckets]
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Gradient accumulation: backward passes inside this block only add to the local
+        ``.grad``; the first backward after it averages the accumulated sums."""
+        previous, self._syncing = self._syncing, False
+        try:
+            yield
+        finally:
+            self._syncing = previous
+
+
+def _broadcast_from_first_rank(tensors: Sequence[torch.Tensor], group=None) -> None:
+    """Every rank takes the values of the group's first rank, all broadcasts in flight at once."""
+    source = 0 if group is None else dist.get_global_rank(group, 0)
+    with torch.no_grad():
+        works = [dist.broadcast(t, src=source, group=group, async_op=True) for t in tensors]
+        for work in works:
+            work.wait()

@@ -1,0 +1,127 @@
+"""DataParallel (chapter 09): bucket all-reduces started from gradient hooks during backward.
+
+In the pattern of CS336's DDP tests: toy models with a frozen bias, a fixed non-trainable
+parameter and tied weights; every rank starts from a different model; after every step
+DataParallel must equal PyTorch's DDP and one process trained on all rows, with 1, 2 and 3
+buckets, uneven shards, 2 and 3 ranks, and gradient accumulation under no_sync. All
+configurations of one world size run in one launch."""
+
+import functools
+
+import pytest
+import torch
+
+from comm_workers import ToyModel, ToyModelWithTiedWeights, two_rank_suite
+from nnpar_lite.data_parallel import DataParallel, plan_buckets, plan_buckets_like_ddp
+from nnpar_lite.distributed import launch
+from nnpar_lite.experiments import communication as comm
+from nnpar_lite.models import mlp
+
+B = 1 / 2 ** 20                      # one byte, in MiB
+# ToyModel's trainable weights in reverse order: fc3 1000 B, fc2 2000 B, fc1 400 B.
+# A bucket closes once it holds at least the cap: 1 MiB → one bucket, 2000 B → [fc3, fc2] [fc1],
+# 500 B → each alone. ToyModelWithTiedWeights: fc5 1000 B, fc3 2000 B, fc2 2000 B (also fc4), fc1 400 B.
+CONFIGS = {
+    2: {"toy, 1 bucket": dict(model=ToyModel, bucket_mb=1.0, shard_sizes=[3, 5], buckets=1),
+        "toy, 2 buckets": dict(model=ToyModel, bucket_mb=2000 * B, shard_sizes=[4, 4], buckets=2),
+        "toy, 3 buckets": dict(model=ToyModel, bucket_mb=500 * B, shard_sizes=[7, 2], buckets=3),
+        "tied, 2 buckets": dict(model=ToyModelWithTiedWeights, bucket_mb=2500 * B, shard_sizes=[5, 3], buckets=2),
+        "toy, accumulate 3, 2 buckets": dict(model=ToyModel, bucket_mb=2000 * B, shard_sizes=[2, 6],
+                                             micro_steps=3, buckets=2)},
+    3: {"toy, 3 buckets": dict(model=ToyModel, bucket_mb=500 * B, shard_sizes=[2, 5, 4], buckets=3),
+        "tied, 1 bucket": dict(model=ToyModelWithTiedWeights, bucket_mb=1.0, shard_sizes=[1, 4, 6], buckets=1),
+        "tied, accumulate 2, 3 buckets": dict(model=ToyModelWithTiedWeights, bucket_mb=2000 * B,
+                                              shard_sizes=[3, 3, 5], micro_steps=2, buckets=3)},
+}
+CASES = [(world, name) for world, configs in CONFIGS.items() for name in configs]
+STEPS = 4
+
+
+def configs(world_size: int) -> list[dict]:
+    return [dict({k: v for k, v in c.items() if k not in ("model", "buckets")}, make_model=c["model"],
+                 steps=STEPS, lr=0.5, seed=i) for i, c in enumerate(CONFIGS[world_size].values())]
+
+
+@functools.lru_cache(maxsize=None)
+def two_ranks() -> list[dict]:
+    """One launch of two ranks: the comparisons, the misuse messages and a small timeline."""
+    return launch(two_rank_suite, 2, configs(2), timeout=180)
+
+
+@functools.lru_cache(maxsize=None)
+def reports(world_size: int) -> dict[str, list[dict]]:
+    """Every configuration of one world size: {name: [report of rank 0, 1, ...]}."""
+    per_rank = [r["compare"] for r in two_ranks()] if world_size == 2 else \
+        launch(comm.compare_with_ddp, world_size, configs(world_size), timeout=180)
+    return {name: [rank_reports[i] for rank_reports in per_rank] for i, name in enumerate(CONFIGS[world_size])}
+
+
+@pytest.mark.parametrize("world, name", CASES)
+def test_different_initial_models_end_equal_after_the_broadcast(world, name):
+    for report in reports(world)[name]:
+        assert report["broadcast spread"] == 0.0            # every rank holds the same θ ...
+        assert report["vs rank 0's model"] == 0.0           # ... and it is rank 0's
+
+
+@pytest.mark.parametrize("world, name", CASES)
+def test_buckets_are_the_planned_ones_and_ddps(world, name):
+    report = reports(world)[name][0]
+    assert len(report["buckets"]) == CONFIGS[world][name]["buckets"]
+    if report["ddp buckets"] is not None:                   # DDP's own plan after its first step
+        assert report["ddp buckets"] == report["buckets"]
+
+
+@pytest.mark.parametrize("world, name", CASES)
+def test_every_step_equals_ddp_and_one_process_on_all_rows(world, name):
+    for report in reports(world)[name]:
+        assert len(report["vs_ddp"]) == STEPS
+        assert max(report["vs_ddp"]) < 1e-6, report["vs_ddp"]
+        assert max(report["vs_reference"]) < 1e-5, report["vs_reference"]
+        assert report["final spread"] == 0.0                # the ranks stay identical
+
+
+@pytest.mark.parametrize("world, name", CASES)
+def test_frozen_and_fixed_parameters_never_move(world, name):
+    for report in reports(world)[name]:
+        assert report["frozen moved"] == 0.0
+
+
+def test_with_two_ranks_the_arithmetic_is_ddps_to_the_last_bit():
+    """g_r / K summed: DDP's own order of operations; with K = 2 the sum has one rounding only."""
+    for name, ranks in reports(2).items():
+        assert max(ranks[0]["vs_ddp"]) == 0.0, name
+
+
+def test_buckets_start_during_backward():
+    """The overlap itself: with 3 buckets, the first two all-reduces leave before backward ends."""
+    timeline = two_ranks()[0]["timeline"]
+    overlapped = timeline["overlapped"]
+    leaves = sorted(t for kind, _, t in overlapped["communication"] if kind == "leaves")
+    assert len(timeline["buckets"]) == 3 and len(leaves) == 3
+    assert leaves[1] < overlapped["backward end"]
+    assert sorted(b for kind, b, _ in overlapped["communication"] if kind == "arrives") == [0, 1, 2]
+    after = timeline["after backward"]
+    assert min(t for kind, _, t in after["communication"] if kind == "leaves") >= after["backward end"]
+
+
+def test_misuse_is_refused_in_plain_words():
+    messages = two_ranks()[0]["misuse"]
+    assert "finish_gradient_synchronization" in messages["forward before finish"]
+    assert "fc1.weight" in messages["unused parameter"]
+
+
+def test_bad_arguments_are_refused_before_any_communication():
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        DataParallel("not a model")
+    for bad in (0, -1.0, float("nan"), True, "25"):
+        with pytest.raises(ValueError, match="bucket_mb"):
+            DataParallel(mlp((4, 3)), bucket_mb=bad)      # no process group needed to refuse
+
+
+def test_ddp_rule_closes_a_bucket_once_full_unlike_the_at_most_rule():
+    params = list(mlp((512, 1024, 1024, 10)).parameters())
+    assert plan_buckets_like_ddp(params, 25.0) == [[5, 4, 3, 2, 1, 0]]
+    assert plan_buckets_like_ddp(params, 1.0) == [[5, 4, 3, 2], [1, 0]]       # DDP's, measured
+    assert plan_buckets(params, 1.0) == [[5, 4, 3], [2], [1], [0]]            # chapter 03's at-most rule
+    mixed = [torch.zeros(3), torch.zeros(3, dtype=torch.float64), torch.zeros(3)]
+    assert plan_buckets_like_ddp(mixed, 1.0) == [[2], [1], [0]]
