@@ -167,7 +167,8 @@ def communication_per_epoch(num_parameters: int, num_workers: int, local_steps: 
     """What one worker sends per epoch when the models are averaged every H local steps by a
     ring all-reduce: rounds = steps_per_epoch / H, each sending 2 (K − 1)/K · P values."""
     rounds = steps_per_epoch / _positive_int("local_steps", local_steps)
-    per_round = 2 * (num_workers - 1) / num_workers * num_parameters * bytes_per_value
+    k = _positive_int("num_workers", num_workers)
+    per_round = 2 * (k - 1) / k * num_parameters * bytes_per_value
     return {"rounds": rounds, "bytes": rounds * per_round}
 
 

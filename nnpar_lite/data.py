@@ -68,16 +68,19 @@ def skewed_shard_sizes(num_samples: int, num_workers: int, skew: float) -> list[
 
 def proportional_sizes(num_samples: int, shares: Sequence[float]) -> list[int]:
     """Whole shard sizes in proportion to ``shares`` that add up to ``num_samples``, each at
-    least one: one sample each first, the rest by share, rounded by largest remainder
-    (the fractional parts decide who gets the samples that rounding down leaves over)."""
+    least one: n_i = ⌊N s_i / Σ s⌋, raised to 1 where that is 0, and the samples rounding
+    leaves over go to the largest remainders (largest-remainder rounding)."""
     _check_counts(num_samples, len(shares))
     shares = np.asarray(shares, dtype=float)
     if np.any(~np.isfinite(shares)) or np.any(shares <= 0):
         raise ValueError(f"shares must be positive and finite, got {shares.tolist()}")
-    exact = (num_samples - len(shares)) * shares / shares.sum()
-    sizes = 1 + np.floor(exact).astype(int)
-    for i in np.argsort(-(exact % 1), kind="stable")[: num_samples - sizes.sum()]:
+    exact = num_samples * shares / shares.sum()
+    sizes = np.maximum(np.floor(exact).astype(int), 1)
+    by_remainder = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    for i in by_remainder[: max(num_samples - sizes.sum(), 0)]:
         sizes[i] += 1
+    while sizes.sum() > num_samples:          # raising zeros to 1 took samples: who has most over gives back
+        sizes[np.argmax(np.where(sizes > 1, sizes - exact, -np.inf))] -= 1
     return [int(s) for s in sizes]
 
 

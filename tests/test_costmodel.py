@@ -132,3 +132,103 @@ def test_a_sharded_parameter_server_divides_the_traffic():
     single = cm.parameter_server_time(1e6, 9, 1e-5, 1e-9)
     sharded = cm.parameter_server_time(1e6, 9, 1e-5, 1e-9, servers=4)
     assert single == pytest.approx(16 * (1e-5 + 1e-3)) and sharded == pytest.approx(16 * (1e-5 + 1e-3 / 4))
+
+
+def test_mixed_precision_calculator_matches_the_tensors_torch_keeps():
+    """bfloat16 weights and gradients (2 bytes, as fp16), Adam over an fp32 master copy: the tensors'
+    numel × element_size add up to 2Ψ, 2Ψ and 12Ψ (+ Adam's step counters), as the calculator says."""
+    model = mlp((64, 48, 32, 10)).to(torch.bfloat16)
+    params = list(model.parameters())
+    master = [p.detach().float().requires_grad_() for p in params]
+    opt = torch.optim.Adam(master)
+    torch.nn.functional.cross_entropy(model(torch.randn(8, 64, dtype=torch.bfloat16)).float(),
+                                      torch.randint(0, 10, (8,))).backward()
+    for p, m in zip(params, master):
+        m.grad = p.grad.float()
+    opt.step()
+    state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
+    measured = {"parameters": sum(p.numel() * p.element_size() for p in params),
+                "gradients": sum(p.grad.numel() * p.grad.element_size() for p in params),
+                "optimizer state": sum(m.numel() * m.element_size() for m in master)
+                + sum(t.numel() * t.element_size() for t in state)}
+    computed = cm.training_memory(sum(p.numel() for p in params), precision="mixed", num_tensors=len(params))
+    assert {part: computed[part] for part in measured} == measured
+
+
+@pytest.mark.parametrize("precision", ["fp32", "mixed"])
+def test_the_chapters_tensor_count_agrees_with_the_calculator(precision):
+    from nnpar_lite.experiments.scaling import tensor_bytes_after_one_step
+    held = tensor_bytes_after_one_step((32, 24, 10), precision=precision, batch=4)
+    computed = cm.training_memory(held["num_params"], precision=precision, num_tensors=held["num_tensors"])
+    for part in ("parameters", "gradients", "optimizer state"):
+        assert held[part] == computed[part], part
+    with pytest.raises(ValueError, match="precision"):
+        tensor_bytes_after_one_step(precision="fp16")
+
+
+def test_synthetic_times_scatter_around_the_ring_model():
+    from nnpar_lite.experiments.scaling import synthetic_allreduce_times
+    sizes = np.geomspace(4096, 2 ** 26, 9)
+    exact = [cm.ring_allreduce_time(n, 3, 2e-5, 1e-9) for n in sizes]
+    assert np.array_equal(synthetic_allreduce_times(2e-5, 1e-9, 3, sizes), exact)
+    noisy = synthetic_allreduce_times(2e-5, 1e-9, 3, sizes, noise=0.15, seed=1)
+    ratio = noisy / exact
+    assert np.all((ratio > 0.5) & (ratio < 2)) and ratio.std() > 0.03
+    assert np.array_equal(noisy, synthetic_allreduce_times(2e-5, 1e-9, 3, sizes, noise=0.15, seed=1))
+
+
+def test_efficiency_against_the_model_by_hand():
+    """One process computes in 8 ms; two in 4 ms plus 4 ms of all-reduce: measured efficiency 1/2.
+    The model with α = 0, 1/β = 1 GB/s: 2 · 1/2 · n β for n gradient bytes."""
+    from nnpar_lite.experiments.scaling import efficiency_against_model
+    timings = {1: {64: {"compute": 8e-3, "communication": 0.0}}, 2: {64: {"compute": 4e-3, "communication": 4e-3}}}
+    result = efficiency_against_model(timings, 0.0, 1e-9, sizes=(10, 20, 5))
+    n = 4 * (10 * 20 + 20 + 20 * 5 + 5)
+    r = result[64]
+    assert r["gradient bytes"] == n and r["predicted communication"] == pytest.approx(n * 1e-9)
+    assert r["measured"] == pytest.approx(0.5)
+    assert r["predicted"] == pytest.approx(8e-3 / (2 * (4e-3 + n * 1e-9)))
+    assert r["predicted with overlap"] == pytest.approx(1.0) and r["hidden by overlap"] is True
+
+
+def test_the_memory_figure_shows_model_states_unless_given_activations():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nnpar_lite.widgets.scaling import memory_figure
+    fig, results = memory_figure(7e9, devices=8, precision="mixed")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["parameters", "gradients", "optimizer state"] and "model states" in fig.axes[0].get_xlabel()
+    assert all(r["activations"] == 0 for r in results.values())
+    assert results["ZeRO-3 ×8"]["total"] == pytest.approx(16 * 7e9 / 8)
+    plt.close(fig)
+    fig, results = memory_figure(7e9, activation_bytes=40e9, devices=8)
+    assert "activations" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert results["data ×8"]["activations"] == 5e9
+    assert results["tensor ×8"]["activations"] > results["tensor ×8, sequence parallel"]["activations"] == 5e9
+    plt.close(fig)
+
+
+def test_heterogeneous_workers_by_hand():
+    """Speeds 1, 2, 4 and 120 samples: equal shards wait 40 for the slowest; shards ∝ speed finish
+    together, and only the size-weighted mean of their shard losses is the batch's mean loss."""
+    from nnpar_lite.experiments.scaling import heterogeneous_comparison, per_sample_losses
+    step = cm.heterogeneous_step([1.0, 2.0, 4.0], [40, 40, 40])
+    assert step["compute"] == [40, 20, 10] and step["step"] == 40 and step["idle"] == pytest.approx(1 - 70 / 120)
+    result = heterogeneous_comparison((1.0, 2.0, 4.0), 120)
+    equal, proportional = result["equal"], result["proportional"]
+    assert sum(proportional["sizes"]) == 120 and proportional["step"] < equal["step"] / 2
+    true_loss = per_sample_losses(120).mean()
+    assert proportional["weighted mean of shard losses"] == pytest.approx(true_loss, abs=1e-12)
+    assert abs(proportional["plain mean of shard losses"] - true_loss) > 0.1
+    with pytest.raises(ValueError, match="one positive speed"):
+        cm.heterogeneous_step([1.0, 0.0], [1, 1])
+
+
+def test_the_step_is_timed_alone_and_together_in_one_launch():
+    from nnpar_lite.experiments.scaling import time_step_alone_and_together
+    per_rank = launch(time_step_alone_and_together, 2, (8, 30), (6, 5, 3), 4, timeout=60)
+    assert per_rank[1][1] is None and per_rank[0][1].keys() == per_rank[0][2].keys() == {8, 30}
+    for rank_result in per_rank:
+        for times in rank_result[2].values():
+            assert times["compute"] > 0 and times["communication"] > 0
