@@ -6,12 +6,12 @@ from nnpar_lite.exercises import all_exercises, check
 
 def assert_check_is_proven(capsys, exercise_id: str, wrong_answers: list) -> None:
     exercise = all_exercises()[exercise_id]
-    assert check(exercise_id, exercise.solution) is True, capsys.readouterr().out
+    assert check(exercise_id, exercise.solution), capsys.readouterr().out
     assert "✔" in capsys.readouterr().out
     assert len(wrong_answers) >= 2, f"{exercise_id}: prove the check with at least two wrong answers"
     for answer, fragment in wrong_answers:
-        assert check(exercise_id, answer) is False, f"{exercise_id} accepted a wrong answer {answer!r}"
+        assert not check(exercise_id, answer), f"{exercise_id} accepted a wrong answer {answer!r}"
         printed = capsys.readouterr().out
         assert "✘" in printed and fragment in printed, f"{exercise_id}: {fragment!r} missing from {printed!r}"
-    assert check(exercise_id, None) is False
+    assert not check(exercise_id, None)
     assert "not solved yet" in capsys.readouterr().out

@@ -58,7 +58,7 @@ def test_an_unsolved_function_reads_not_solved(capsys):
     def weighted_shard_mean(shard_means, shard_sizes):
         raise NotImplementedError  # your code here
 
-    assert check("00.3", weighted_shard_mean) is False
+    assert not check("00.3", weighted_shard_mean)
     assert "not solved yet" in capsys.readouterr().out
 
 
@@ -66,5 +66,5 @@ def test_a_crashing_function_is_reported_with_its_case(capsys):
     def crashes(shard_means, shard_sizes):
         return shard_means[1]
 
-    assert check("00.3", crashes) is False
+    assert not check("00.3", crashes)
     assert "case K = 1: your function raised IndexError" in capsys.readouterr().out

@@ -69,6 +69,6 @@ def test_the_planted_fault_is_the_one_gradient_check_finds():
 
 def test_the_function_check_names_the_first_failing_case(capsys):
     from nnpar_lite.exercises import check
-    assert check("02.4", skipping_the_second_tanh) is False
+    assert not check("02.4", skipping_the_second_tanh)
     out = capsys.readouterr().out
     assert "case 4 samples, layer sizes (2, 4, 3, 2): expected" in out and "got" in out

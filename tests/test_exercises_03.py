@@ -63,4 +63,4 @@ def test_an_unsolved_stub_starts_no_rank(capsys, monkeypatch):
     monkeypatch.setattr(distributed, "launch", lambda *a, **k: pytest.fail("a stub started ranks"))
     stub = notebook_function('def ring(tensor):\n    """Sum in place."""\n    raise NotImplementedError  # your code here\n',
                              "ring")
-    assert check("03.4", stub) is False and "not solved yet" in capsys.readouterr().out
+    assert not check("03.4", stub) and "not solved yet" in capsys.readouterr().out

@@ -52,5 +52,5 @@ def test_the_untouched_template_is_not_solved_yet_without_starting_ranks(capsys,
     from nnpar_lite.exercises import check
 
     monkeypatch.setattr(distributed, "launch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("launched")))
-    assert check("09.4", template) is False
+    assert not check("09.4", template)
     assert "not solved yet" in capsys.readouterr().out

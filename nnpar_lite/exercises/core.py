@@ -44,6 +44,23 @@ class Exercise:
 REGISTRY: dict[str, Exercise] = {}
 
 
+class Verdict:
+    """What ``check`` returns: true when the answer passes. The check has printed its message
+    already, so a notebook shows nothing more for it (not a bare ``True`` or ``False``)."""
+
+    def __init__(self, passed: bool):
+        self.passed = bool(passed)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"Verdict({'passed' if self.passed else 'not passed'})"
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
 def register(exercise: Exercise) -> Exercise:
     if exercise.id in REGISTRY and REGISTRY[exercise.id] is not exercise:
         raise ValueError(f"exercise {exercise.id} is registered twice")
@@ -69,17 +86,18 @@ def _exercise(exercise_id: str) -> Exercise:
     return found
 
 
-def check(exercise_id: str, answer: Any) -> bool:
-    """Check a learner's answer to exercise ``exercise_id``: prints the verdict, returns True or False."""
+def check(exercise_id: str, answer: Any) -> Verdict:
+    """Check a learner's answer to exercise ``exercise_id``: prints the verdict and returns it
+    (true when the answer passes)."""
     exercise = _exercise(exercise_id)
     if answer is None or still_a_stub(answer):      # nothing to run, on one process or on ranks
         print("… " + say(*NOT_SOLVED))
-        return False
+        return Verdict(False)
     try:
-        return exercise.check(answer)
+        return Verdict(exercise.check(answer))
     except NotImplementedError:
         print("… " + say(*NOT_SOLVED))
-        return False
+        return Verdict(False)
 
 
 def still_a_stub(fn: Any) -> bool:
