@@ -13,8 +13,9 @@ from nnpar_lite.experiments import processes
 
 
 def child_pids() -> set[int]:
-    """Processes whose parent is this one (from /proc), except multiprocessing's resource
-    tracker: one helper per parent process, started by the first spawn, ending with it."""
+    """Processes whose parent is this one (from /proc), except multiprocessing's two helpers:
+    the resource tracker and the fork server, one of each per parent process, started by the
+    first launch and ending with it (they are not ranks)."""
     me, children = os.getpid(), set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -22,7 +23,7 @@ def child_pids() -> set[int]:
             command = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == me and b"resource_tracker" not in command:
+        if int(fields[1]) == me and b"resource_tracker" not in command and b"forkserver" not in command:
             children.add(int(stat.parent.name))
     return children
 
