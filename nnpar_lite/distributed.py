@@ -126,7 +126,7 @@ def _check_launch(fn: Callable, world_size: int, timeout: float) -> None:
     if module == "__main__" or getattr(fn, "__qualname__", "").count("<locals>") or \
             getattr(fn, "__name__", "") == "<lambda>":
         raise ValueError(f"{getattr(fn, '__qualname__', fn)!r} is defined in {module!r} (a notebook, a script "
-                         "or inside another function): spawned processes import fn by name, so it must be a "
+                         "or inside another function): the ranks import fn by name, so it must be a "
                          "top-level function of an importable module, such as nnpar_lite's")
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be an integer ≥ 1, got {world_size!r}")
@@ -135,7 +135,7 @@ def _check_launch(fn: Callable, world_size: int, timeout: float) -> None:
 
 
 def _run_rank(fn, rank, world_size, args, backend, port, timeout, dump_path, results) -> None:
-    """The body of one spawned rank: join the group, run fn, report back, leave the group."""
+    """The body of one rank: join the group, run fn, report back, leave the group."""
     with open(dump_path, "w") as dump:
         # If the launcher finds this rank hung, it sends SIGUSR1: every thread's stack goes to the file.
         if hasattr(signal, "SIGUSR1"):
