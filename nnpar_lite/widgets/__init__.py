@@ -42,6 +42,7 @@ def interactive_figure(controls: dict, layout: list[list[str]], draw: Callable, 
         control.observe(redraw, "value")
     redraw()
     box = widgets.VBox([widgets.HBox([controls[name] for name in row]) for row in layout] + [status, printed, picture])
+    box.redraws_on_release = slow
     display(box)
     return box
 

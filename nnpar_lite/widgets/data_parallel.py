@@ -76,4 +76,4 @@ def gradient_comparison_widget():
         "weighted": widgets.Checkbox(value=True, description="weight by shard size"),
     }
     return interactive_figure(controls, [["num_workers", "skew"], ["reduction", "weighted"]],
-                              lambda **v: gradient_comparison_figure(**v)[0])
+                              lambda **v: gradient_comparison_figure(**v)[0], slow=True)

@@ -53,7 +53,7 @@ def pipeline_widget():
                 "backward_time": widgets.FloatSlider(value=2.0, min=0.5, max=4.0, step=0.5,
                                                      description="backward", readout_format=".1f")}
     return interactive_figure(controls, [["num_stages", "num_microbatches"], ["schedule", "backward_time"]],
-                              lambda **v: pipeline_figure(**v)[0])
+                              lambda **v: pipeline_figure(**v)[0], slow=True)
 
 
 def tensor_split_figure(out_features: int = 8, in_features: int = 6, num_workers: int = 3):

@@ -78,7 +78,7 @@ def heterogeneous_widget():
 
     controls = {f"speed_{i}": widgets.FloatSlider(value=v, min=0.25, max=8, step=0.25, description=f"speed {i}")
                 for i, v in enumerate((1.0, 2.0, 4.0))}
-    return interactive_figure(controls, [list(controls)], draw)
+    return interactive_figure(controls, [list(controls)], draw, slow=True)
 
 
 def memory_layouts(devices: int, *, activations: bool = False) -> dict[str, dict]:

@@ -75,7 +75,7 @@ def halo_widget():
     for name in ("rows", "cols"):
         controls[name].observe(fit_tile_slider, "value")
     return interactive_figure(controls, [["rows", "cols"], ["kernel", "tile"]],
-                              lambda rows, cols, kernel, tile: halo_figure((rows, cols), kernel, tile)[0])
+                              lambda rows, cols, kernel, tile: halo_figure((rows, cols), kernel, tile)[0], slow=True)
 
 
 def halo_growth_figure(size: int = 96, kernel: int = 3, grids=(1, 2, 3, 4, 6, 8, 12, 16)):
