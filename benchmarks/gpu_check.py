@@ -35,6 +35,19 @@ def run_tests() -> tuple[int, str, float]:
     return proc.returncode, summary, time.perf_counter() - start
 
 
+def nccl_launch() -> tuple[str, str, str]:
+    """A worker marked on_rank_device, launched on one rank: NCCL, its tensor on cuda:0."""
+    from nnpar_lite.distributed import backend_for, launch
+    from nnpar_lite.experiments.processes import whoami
+
+    try:
+        report = launch(whoami, 1, timeout=120)[0]
+        ok = report["backend"] == "nccl" == backend_for(whoami, 1) and report["sum of ranks"] == 0.0
+        return ("launch(whoami, 1) on the GPU", "NCCL ✔" if ok else f"✘ {report}", "")
+    except Exception as error:  # report, do not stop the other checks
+        return ("launch(whoami, 1) on the GPU", f"✘ {type(error).__name__}", str(error).splitlines()[0][:60])
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check here")
@@ -44,9 +57,10 @@ def main() -> int:
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}\n")
     code, summary, seconds = run_tests()
     rows = [("CUDA tests", summary, f"{seconds:.0f} s")]
+    rows.append(nccl_launch())
     for device in ("cuda", "cpu"):
-        r = measure(torch.device(device), workers=4, megabytes=64, repeats=20)
-        target = 0.85 if device == "cuda" else 0.75
+        r = measure(torch.device(device), workers=4, megabytes=64, rounds=15)
+        target = 0.85 if device == "cuda" else 0.80
         rows.append((f"aggregate_gradients out= / copy ({device})", f"{r['out= / copy']:.3f}",
                      f"target {target}; copy {r['copy GB/s']:.0f} GB/s"))
         rows.append((f"speed-up over stack().mean(0) ({device})", f"{r['speed-up over stack().mean(0)']:.2f}x", ""))
