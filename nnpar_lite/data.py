@@ -135,7 +135,9 @@ def demo_batch(num_samples: int = 120):
 
 def dirichlet_split(labels: np.ndarray, num_workers: int, alpha: float, *, seed: int = 0,
                     min_size: int = 1, max_tries: int = 100) -> list[np.ndarray]:
-    """Split sample indices among K workers with label skew (non-IID), as in Hsu et al. 2019.
+    """Split sample indices among K workers with label skew (non-IID): each class is cut among the
+    workers in Dirichlet(α) shares, the split of Yurochkin et al. 2019 and Wang et al. 2020 (FedMA);
+    Hsu et al. 2019 draw each client's class mix instead.
 
     For each class, the shares of its samples going to the K workers are drawn
     from a symmetric Dirichlet distribution with concentration ``alpha``: large

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -60,9 +61,9 @@ def _check_local_steps(local_steps) -> None:
 
 # ===================================================================== torch
 def _loss_and_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    """∇L_i, by parameter name: the gradient of the mean cross-entropy of ``model`` on (x, y)."""
+    names, params = zip(*model.named_parameters())
+    return dict(zip(names, torch.autograd.grad(F.cross_entropy(model(x), y), params)))
 
 
 def local_sgd(x: torch.Tensor, y: torch.Tensor, shards: Sequence[np.ndarray], *, local_steps: int, rounds: int,
@@ -144,6 +145,8 @@ def permute_hidden_units(model: torch.nn.Sequential, permutation: Sequence[int])
     """
     first, last = model[0], model[-1]
     permutation = torch.as_tensor(list(permutation))
+    if permutation.dtype.is_floating_point or permutation.dtype == torch.bool or permutation.is_complex():
+        raise TypeError(f"permutation must hold whole numbers (unit indices), got dtype {permutation.dtype}")
     if sorted(permutation.tolist()) != list(range(first.out_features)):
         raise ValueError(f"permutation must reorder all {first.out_features} hidden units exactly once")
     permuted = copy.deepcopy(model)
@@ -155,18 +158,25 @@ def permute_hidden_units(model: torch.nn.Sequential, permutation: Sequence[int])
 
 
 # ======================================================== real processes
-def _trainable(params: torch.nn.Module | Iterable[torch.Tensor]) -> list[torch.Tensor]:
+def _tensors(params: torch.nn.Module | Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """A module's trainable parameters (each shared, tied one once), or every tensor given."""
     if isinstance(params, torch.nn.Module):
-        params = params.parameters()       # each shared (tied) parameter once
-    return [p.detach() for p in params if p.requires_grad]
+        return [p.detach() for p in params.parameters() if p.requires_grad]
+    return [p.detach() for p in params]
+
+
+def _in_group(group) -> bool:
+    """Is this rank a member of ``group``? (``get_rank`` is −1 on the ranks outside it.)"""
+    return dist.get_rank(group) >= 0
 
 
 def allreduce_parameters_(params: torch.nn.Module | Iterable[torch.Tensor], *, group=None) -> None:
-    """Seed 3.2 across processes, θ ← 1/K Σ_r θ_r, in place on every rank of ``group``: flatten,
-    divide, all-reduce, copy back (as torch's ``model_averaging.utils.average_parameters``).
-    Trainable parameters only; optimizer state and buffers are left alone."""
-    tensors = _trainable(params)
-    if not tensors:
+    """Seed 3.2 across processes, θ ← 1/K Σ_r θ_r over the K ranks of ``group``, in place:
+    flatten, divide, all-reduce, copy back (torch's ``model_averaging.utils.average_parameters``).
+    A module's trainable parameters, or the tensors given; optimizer state and buffers are left
+    alone, and so are the ranks outside ``group``."""
+    tensors = _tensors(params)
+    if not tensors or not _in_group(group):
         return
     flat = torch.cat([t.reshape(-1) for t in tensors])
     flat /= dist.get_world_size(group)
@@ -177,14 +187,18 @@ def allreduce_parameters_(params: torch.nn.Module | Iterable[torch.Tensor], *, g
 
 def allreduce_parameters_weighted_(params: torch.nn.Module | Iterable[torch.Tensor], weight: float, *,
                                    group=None) -> None:
-    """θ ← Σ_r w_r θ_r / Σ_r w_r over ``group``, in place, with w_r this rank's ``weight`` (FedAvg
-    weights each client by its sample count n_r). Σ_r w_r rides along in the same all-reduce."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"weight must be a finite number ≥ 0 (this rank's sample count), got {weight!r}")
-    tensors = _trainable(params)
-    flat = torch.cat([t.reshape(-1) for t in tensors] + [torch.ones(1, dtype=tensors[0].dtype if tensors
-                                                                    else torch.float64)]) * float(weight)
-    dist.all_reduce(flat, group=group)
+    """θ ← Σ_r w_r θ_r / Σ_r w_r over the ranks of ``group``, in place, w_r being each rank's
+    ``weight`` (FedAvg weights client r by its sample count n_r; a rank with w_r = 0 only
+    receives). Σ_r w_r rides along in the same all-reduce as the last entry."""
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
+        where = f"rank {dist.get_rank()}: " if dist.is_initialized() else ""
+        raise ValueError(f"{where}weight must be a finite number ≥ 0 (this rank's sample count), got {weight!r}")
+    tensors = _tensors(params)
+    if not _in_group(group):
+        return
+    dtype = tensors[0].dtype if tensors else torch.float64
+    flat = torch.cat([t.reshape(-1) for t in tensors] + [torch.ones(1, dtype=dtype)]) * float(weight)
+    dist.all_reduce(flat, group=group)                         # [Σ_r w_r θ_r, Σ_r w_r]
     if float(flat[-1]) <= 0:
         raise ValueError("the weights of all ranks add up to 0: no rank has a sample")
     for t, part in zip(tensors, (flat[:-1] / flat[-1]).split([t.numel() for t in tensors])):

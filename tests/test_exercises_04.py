@@ -55,7 +55,7 @@ def test_check_is_proven(capsys, exercise_id):
 
 
 def test_the_statements_hold_on_the_widgets_runs_with_a_margin():
-    """Exercise 04.3's key, measured on the runs the widget draws (η = 0.5, 128 local steps)."""
+    """Exercise 04.3's key, measured on the runs the widget draws (η = 0.5, 96 local steps)."""
     iid = compare_schemes(8, 32, None)
     skew2, skew8, skew8_h32 = compare_schemes(2, 8, 0.1), compare_schemes(8, 8, 0.1), compare_schemes(8, 32, 0.1)
     tiny_alpha, tiny_alpha_h1 = compare_schemes(4, 8, 0.03), compare_schemes(4, 1, 0.03)
