@@ -34,12 +34,12 @@ test: unit notebooks notebooks-profiles browser-test
 unit: $(STAMP)
 	$(PY) -m pytest tests
 
-# Both editions (notebooks/ and notebooks/zh/). The font cache is built once before the
-# notebooks run, so the first figure does not pay for it; MPLBACKEND is unset so
-# %matplotlib inline takes effect.
+# Both editions (notebooks/ and notebooks/zh/), two notebooks at a time (pytest-xdist; each
+# notebook keeps its own kernel). The font cache is built once before the notebooks run, so
+# the first figure does not pay for it; MPLBACKEND is unset so %matplotlib inline takes effect.
 notebooks: $(STAMP)
 	$(PY) -c 'import matplotlib.pyplot'
-	env -u MPLBACKEND $(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks
+	env -u MPLBACKEND $(PY) -m pytest -p no:cacheprovider -n 2 --dist loadfile $(NBVAL) notebooks
 
 # The stored outputs must hold on any learner's machine: the English chapters run again under
 # two other machine profiles. (a) one core, one thread, torch's scalar kernels; (b) torch's
@@ -48,7 +48,8 @@ ONE_CORE := $(shell command -v taskset >/dev/null 2>&1 && echo taskset -c 0)
 notebooks-profiles: $(STAMP)
 	env -u MPLBACKEND OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default $(ONE_CORE) \
 		$(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/[0-9]*.ipynb
-	env -u MPLBACKEND ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/[0-9]*.ipynb
+	env -u MPLBACKEND ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -p no:cacheprovider -n 2 --dist loadfile \
+		$(NBVAL) notebooks/[0-9]*.ipynb
 
 # Re-execute every chapter of both editions top to bottom in a fresh kernel and store its
 # outputs (do this before committing a notebook): the English chapters first, then their code
