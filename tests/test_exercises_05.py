@@ -5,9 +5,8 @@ import pytest
 from exercise_proofs import assert_check_is_proven
 
 
-def warmup_one_too_long(num_stages, num_microbatches, stage):
-    """Warms up with p − s forwards instead of p − 1 − s: the last stage would start with a forward too many."""
-    warmup = min(num_stages - stage, num_microbatches)
+def order_after_warmup(warmup, num_microbatches):
+    """A 1F1B stage's order once its warm-up forwards are chosen: one forward, one backward."""
     order, next_forward = [("F", i) for i in range(warmup)], warmup
     for i in range(num_microbatches):
         if next_forward < num_microbatches:
@@ -15,18 +14,16 @@ def warmup_one_too_long(num_stages, num_microbatches, stage):
             next_forward += 1
         order.append(("B", i))
     return order
+
+
+def warmup_one_too_long(num_stages, num_microbatches, stage):
+    """Warms up with p − s forwards instead of p − 1 − s: the last stage would start with a forward too many."""
+    return order_after_warmup(min(num_stages - stage, num_microbatches), num_microbatches)
 
 
 def warmup_not_capped_by_m(num_stages, num_microbatches, stage):
     """Forgets the min with m: with fewer micro-batches than stages it runs forwards that do not exist."""
-    warmup = num_stages - 1 - stage
-    order, next_forward = [("F", i) for i in range(warmup)], warmup
-    for i in range(num_microbatches):
-        if next_forward < num_microbatches:
-            order.append(("F", next_forward))
-            next_forward += 1
-        order.append(("B", i))
-    return order
+    return order_after_warmup(num_stages - 1 - stage, num_microbatches)
 
 
 def gpipe_order(num_stages, num_microbatches, stage):

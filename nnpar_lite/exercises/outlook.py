@@ -13,7 +13,7 @@ from typing import Any
 from .. import costmodel
 from ..widgets.scaling import MODEL_BILLIONS
 from .core import Case, Exercise, register, report, run_cases
-from .scaling import diagnosed_number
+from .scaling import check_widget_choice, diagnosed_number
 
 # 10.1 — bytes of model states per parameter, mixed-precision Adam (ZeRO's 2Ψ + 2Ψ + 12Ψ).
 MIXED_ADAM = sum(costmodel.model_state_bytes(1, precision="mixed", optimizer="adam").values())
@@ -45,15 +45,13 @@ LARGEST_ZERO3 = max(b for b in MODEL_BILLIONS if zero3_gb(b) <= 80)
 
 
 def check_largest_zero3(answer: Any) -> bool:
-    diagnoses = [(b, (f"{b:g} B fits ({zero3_gb(b):.1f} GB per device), but a larger one does too.",
-                      f"{b:g} B 能放下（每个设备 {zero3_gb(b):.1f} GB），但更大的也能。"))
-                 for b in MODEL_BILLIONS if b < LARGEST_ZERO3]
-    diagnoses += [(b, (f"{b:g} B needs {zero3_gb(b):.1f} GB per device.", f"{b:g} B 每个设备需要 {zero3_gb(b):.1f} GB。"))
-                  for b in MODEL_BILLIONS if b > LARGEST_ZERO3]
-    return diagnosed_number(answer, LARGEST_ZERO3, diagnoses, hint=(
-        "Answer in billions of parameters, one of the widget's sizes: ZeRO-3 divides all 16 bytes per parameter "
-        "by the 64 devices.", "以十亿参数为单位，填小部件提供的一个规模：ZeRO-3 把每个参数的全部 16 字节分到 64 个设备上。"),
-        rel=1e-9)
+    return check_widget_choice(
+        answer, MODEL_BILLIONS, LARGEST_ZERO3,
+        smaller=lambda b: (f"{b:g} B fits ({zero3_gb(b):.1f} GB per device), but a larger one does too.",
+                           f"{b:g} B 能放下（每个设备 {zero3_gb(b):.1f} GB），但更大的也能。"),
+        larger=lambda b: (f"{b:g} B needs {zero3_gb(b):.1f} GB per device.", f"{b:g} B 每个设备需要 {zero3_gb(b):.1f} GB。"),
+        hint=("Answer in billions of parameters, one of the widget's sizes: ZeRO-3 divides all 16 bytes per "
+              "parameter by the 64 devices.", "以十亿参数为单位，填小部件提供的一个规模：ZeRO-3 把每个参数的全部 16 字节分到 64 个设备上。"))
 
 
 register(Exercise("10.2", check_largest_zero3, solution=LARGEST_ZERO3, explanation=(

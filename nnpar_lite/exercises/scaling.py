@@ -32,6 +32,13 @@ def diagnosed_number(answer: Any, expected: float, diagnoses: list[tuple[float, 
     return check_number(answer, expected, rel=rel, hint=hint)
 
 
+def check_widget_choice(answer: Any, options, correct: float, smaller, larger, hint: tuple[str, str]) -> bool:
+    """The widget offers ``options`` and ``correct`` is the one asked for; a wrong option gets what
+    ``smaller(option)`` or ``larger(option)`` says of it (English, Chinese), then the hint."""
+    diagnoses = [(o, smaller(o) if o < correct else larger(o)) for o in options if o != correct]
+    return diagnosed_number(answer, correct, diagnoses, hint=hint, rel=1e-9)
+
+
 # 07.1 — p = 16, n = 100 MB, α = 10 µs, 1/β = 10 GB/s; the answer in milliseconds.
 P, NBYTES, ALPHA, BETA = 16, 100e6, 10e-6, 1 / 10e9
 RING_MS = costmodel.ring_allreduce_time(NBYTES, P, ALPHA, BETA) * 1e3
@@ -63,16 +70,15 @@ ZERO2_DEVICES = min(d for d in DEVICE_COUNTS if zero2_total_gb(d) <= 80)
 
 
 def check_zero2_devices(answer: Any) -> bool:
-    diagnoses = [(d, (f"With {d} devices ZeRO-2 still needs {zero2_total_gb(d):.1f} GB per device.",
-                      f"用 {d} 个设备，ZeRO-2 每个设备仍需 {zero2_total_gb(d):.1f} GB。"))
-                 for d in DEVICE_COUNTS if d < ZERO2_DEVICES]
-    diagnoses += [(d, ("It fits there, but also with fewer devices.", "这样能放下，但更少的设备也能放下。"))
-                  for d in DEVICE_COUNTS if d > ZERO2_DEVICES]
-    return diagnosed_number(answer, ZERO2_DEVICES, diagnoses, hint=(
-        "ZeRO-2 shards gradients and optimizer state over the devices, but every device keeps all the 2-byte "
-        "weights. Set the widget to mixed, 30 B, and read the ZeRO-2 bar.",
-        "ZeRO-2 把梯度和优化器状态分片到各设备，但每个设备都保留全部 2 字节的权重。"
-        "把小部件设为 mixed、30 B，看 ZeRO-2 那一条。"), rel=1e-9)
+    return check_widget_choice(
+        answer, DEVICE_COUNTS, ZERO2_DEVICES,
+        smaller=lambda d: (f"With {d} devices ZeRO-2 still needs {zero2_total_gb(d):.1f} GB per device.",
+                           f"用 {d} 个设备，ZeRO-2 每个设备仍需 {zero2_total_gb(d):.1f} GB。"),
+        larger=lambda d: ("It fits there, but also with fewer devices.", "这样能放下，但更少的设备也能放下。"),
+        hint=("ZeRO-2 shards gradients and optimizer state over the devices, but every device keeps all the 2-byte "
+              "weights. Set the widget to mixed, 30 B, and read the ZeRO-2 bar.",
+              "ZeRO-2 把梯度和优化器状态分片到各设备，但每个设备都保留全部 2 字节的权重。"
+              "把小部件设为 mixed、30 B，看 ZeRO-2 那一条。"))
 
 
 register(Exercise("07.2", check_zero2_devices, solution=ZERO2_DEVICES, explanation=(

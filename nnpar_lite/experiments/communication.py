@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..data import digits_split
 from ..data_parallel import DataParallel, allreduce_gradients
 from ..models import evaluate, mlp
-from ..util import max_abs_difference, one_thread
+from ..util import counting, max_abs_difference, one_thread
 
 
 # ============================================================ DataParallel, checked
@@ -229,21 +229,10 @@ def _timed_step(model, x, y, events: list, bucket_mb: float) -> dict:
 
 
 # ============================================================ compression
-@contextlib.contextmanager
 def counting_allreduce_bytes(counter: dict):
     """While active, every ``dist.all_reduce`` in this process adds its tensor's bytes to
     ``counter["bytes"]``: how the bytes torch's PowerSGD hook sends are counted."""
-    original = dist.all_reduce
-
-    def counted(tensor, *args, **kwargs):
-        counter["bytes"] = counter.get("bytes", 0) + tensor.numel() * tensor.element_size()
-        return original(tensor, *args, **kwargs)
-
-    dist.all_reduce = counted
-    try:
-        yield counter
-    finally:
-        dist.all_reduce = original
+    return counting(dist, "all_reduce", counter)
 
 
 def _exact_average(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -7,7 +7,6 @@ sends, counted at every ``isend``; one FSDP step traced. The algorithm is in
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import warnings
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from .. import costmodel
 from ..models import mlp
 from ..sharding import FullyShardedDataParallel, ShardedOptimizer, all_reduce_mean, gather_full_params
-from ..util import even_bounds, max_abs_difference
+from ..util import counting, even_bounds, max_abs_difference
 
 MEMORY_SIZES = (64, 48, 12)   # every tensor a multiple of 12 elements: 2, 3 and 4 ranks each get exactly 1/N
 
@@ -345,23 +344,10 @@ def held_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, before:
     return {**held, "other": other, "total": sum(held.values()) + other}
 
 
-@contextlib.contextmanager
 def counting_sends():
     """Count what this process sends with ``dist.isend`` (the rings' only way to send):
     ``{"elements": …, "bytes": …}``, filled while the block runs."""
-    sent = {"elements": 0, "bytes": 0}
-    original = dist.isend
-
-    def isend(tensor, *args, **kwargs):
-        sent["elements"] += tensor.numel()
-        sent["bytes"] += tensor.numel() * tensor.element_size()
-        return original(tensor, *args, **kwargs)
-
-    dist.isend = isend
-    try:
-        yield sent
-    finally:
-        dist.isend = original
+    return counting(dist, "isend", {"elements": 0, "bytes": 0})
 
 
 def _stage_setup(stage: int, sizes: tuple, compute_dtype: str | None, group=None):
