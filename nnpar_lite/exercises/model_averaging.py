@@ -126,8 +126,8 @@ def weighted_average_(tensors, weight):
 
 
 def weighted_average_driver(fn, rank: int, world_size: int, case: Case) -> tuple:
-    """Run a learner's ``fn(tensors, weight)`` on this rank's tensors (float64, sizes that do not
-    divide by the number of ranks) and the package's ``allreduce_parameters_weighted_`` on a
+    """Run a learner's ``fn(tensors, weight)`` on this rank's tensors (float64, 23 values in all,
+    which neither 2 nor 3 ranks divide) and the package's ``allreduce_parameters_weighted_`` on a
     copy: (expected, got), each flattened to one vector."""
     weights, shapes = case.args
     gen = torch.Generator().manual_seed(100 * world_size + rank)
