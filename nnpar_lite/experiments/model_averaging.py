@@ -275,7 +275,8 @@ def local_sgd_against_torch(rank: int, world_size: int, config: dict) -> dict:
 def check_weighted_average(rank: int, world_size: int, weights: Sequence[float], seed: int = 0) -> float:
     """``allreduce_parameters_weighted_`` with rank r's weight ``weights[r]`` against a numpy
     re-computation, Σ_r w_r θ_r / Σ_r w_r, from every rank's parameters gathered with
-    ``all_gather``; parameters of 15, 3 and 7 values (25 in all, which 2 and 3 ranks do not divide). The largest difference."""
+    ``all_gather``; parameters of 15, 3 and 7 values (25 in all, which 2 and 3 ranks do not
+    divide). The largest difference."""
     gen = torch.Generator().manual_seed(seed + rank)
     params = [torch.nn.Parameter(torch.randn(shape, generator=gen, dtype=torch.float64))
               for shape in ((5, 3), (3,), (7,))]
