@@ -260,9 +260,10 @@ def _global(rank_in_group: int, group) -> int:
 
 # ====================================================== overlapped with backward
 def plan_buckets_like_ddp(params: Sequence[torch.Tensor], bucket_mb: float = 25.0) -> list[list[int]]:
-    """Group parameter indices into buckets as DDP does (its buckets after the first step, in
-    torch 2.x): in reverse order, a bucket is closed as soon as it holds *at least*
-    ``bucket_mb`` MiB, and never mixes dtypes or devices.
+    """Group parameter indices into buckets as DDP does with ``bucket_cap_mb=bucket_mb`` (its
+    buckets after the first step, in torch 2.x): in reverse order, a bucket is closed as soon as
+    it holds *at least* ``bucket_mb`` MiB, and never mixes dtypes or devices. (Left to its default,
+    DDP also caps its first bucket at 1 MiB.)
 
     Unlike :func:`plan_buckets` (at most the cap), a large tensor closes its bucket at once, so
     the last layers' bucket leaves as soon as their gradients are complete."""

@@ -42,7 +42,7 @@ register(Exercise(
 
 
 def compressed_allreduce_(tensor: torch.Tensor, residual: torch.Tensor, k: int) -> torch.Tensor:
-    """Average ``tensor`` over the ranks in place, sending only its k largest entries, with error
+    """Average ``tensor`` over the ranks in place, sending only its k entries of largest magnitude, with error
     feedback: Δ = g + e, send topk(Δ), e ← Δ − topk(Δ), g ← 1/K Σ_r topk(Δ_r)."""
     delta = tensor + residual
     picks = delta.abs().topk(k).indices
@@ -72,7 +72,7 @@ def feedback_driver(fn, rank: int, world_size: int, case: Case) -> tuple:
 
 def check_error_feedback(fn) -> bool:
     """Your ``fn(tensor, residual, k)`` must average ``tensor`` over all ranks in place, sending
-    its k largest entries (after adding ``residual``), and leave in ``residual`` what it did not
+    its k entries of largest magnitude (after adding ``residual``), and leave in ``residual`` what it did not
     send; run on 1 to 3 ranks, several steps, lengths that do not divide evenly."""
     if _untouched(fn):
         raise NotImplementedError                           # the template as given: no need to start ranks
