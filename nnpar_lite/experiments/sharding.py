@@ -26,8 +26,8 @@ MEMORY_SIZES = (64, 48, 12)   # every tensor a multiple of 12 elements: 2, 3 and
 
 class TiedFrozenNet(torch.nn.Module):
     """A small network with the two pitfalls of sharding: a frozen input layer, and one weight
-    shared by two layers (``second.weight is first_hidden.weight``). Sizes that divide by
-    nothing in particular: 7 inputs, 5 hidden units, 3 outputs."""
+    shared by two layers (``second.weight is first_hidden.weight``). Its sizes, 7 inputs, 5 hidden
+    units and 3 outputs, are chosen so that no tensor divides by the number of ranks."""
 
     def __init__(self, sizes: tuple[int, int, int] = (7, 5, 3), seed: int = 0):
         super().__init__()
