@@ -27,7 +27,7 @@ MEMORY_SIZES = (64, 48, 12)   # every tensor a multiple of 12 elements: 2, 3 and
 class TiedFrozenNet(torch.nn.Module):
     """A small network with the two pitfalls of sharding: a frozen input layer, and one weight
     shared by two layers (``second.weight is first_hidden.weight``). Its sizes, 7 inputs, 5 hidden
-    units and 3 outputs, are chosen so that no tensor divides by the number of ranks."""
+    units and 3 outputs, make tensors of 35, 5, 15 and 3 values: most split unevenly over 2 to 4 ranks."""
 
     def __init__(self, sizes: tuple[int, int, int] = (7, 5, 3), seed: int = 0):
         super().__init__()
