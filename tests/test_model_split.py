@@ -169,11 +169,11 @@ def test_pipeline_step_bad_input_changes_nothing(one_process_group, micro_sizes,
 
 
 def test_the_chapter_check_passes_and_fails_when_a_split_is_wrong(monkeypatch):
-    rows = msx.check_splits_against_unsplit()
+    rows = msx.verify_splits_against_unsplit()
     assert len(rows) == 2 * len(msx.PIPELINE_CASES) + 3 * len(msx.TENSOR_CASES) and all(ok for _, ok in rows)
     real = tp.split_rows
     monkeypatch.setattr(tp, "split_rows", lambda layer, k: [w * 1.001 for w in real(layer, k)])
-    failing = [name for name, ok in msx.check_splits_against_unsplit() if not ok]
+    failing = [name for name, ok in msx.verify_splits_against_unsplit() if not ok]
     assert failing and all(name.startswith("tensor") and ("row" in name or "megatron" in name) for name in failing)
 
 

@@ -77,11 +77,11 @@ def test_halo_grows_with_the_grid():
 
 
 def test_the_chapter_check_passes_and_fails_when_the_border_is_wrong(monkeypatch):
-    rows = spx.check_tiles_against_conv2d()
+    rows = spx.verify_tiles_against_conv2d()
     assert len(rows) == len(spx.CASES) and all(ok for _, ok in rows)
     real_pad = F.pad
     monkeypatch.setattr(spatial.F, "pad", lambda x, pad: real_pad(x, pad, value=1.0))   # ones beyond the edge
-    verdicts = [ok for _, ok in spx.check_tiles_against_conv2d()]
+    verdicts = [ok for _, ok in spx.verify_tiles_against_conv2d()]
     assert verdicts == [padding == 0 for _, _, _, padding, _ in spx.CASES]
 
 

@@ -82,7 +82,7 @@ def tensor_split_gaps(n_in: int, hidden: int, n_out: int, num_workers: int, *, s
     return gaps
 
 
-def check_splits_against_unsplit(tolerance: float = 1e-10) -> list[tuple[str, bool]]:
+def verify_splits_against_unsplit(tolerance: float = 1e-10) -> list[tuple[str, bool]]:
     """Chapter 05's verification in one call (the unit tests run many more cases): each split of
     :data:`PIPELINE_CASES` and :data:`TENSOR_CASES`, simulated in one process in float64, against
     the unsplit model. Returns (what was compared, whether it agrees within ``tolerance``)."""

@@ -17,7 +17,7 @@ from ..util import even_bounds, max_abs_difference
 CASES = [(11, 9, 3, 1, (2, 2)), (10, 7, 5, 0, (3, 2)), (13, 6, 4, 1, (3, 1)), (8, 8, 3, 2, (4, 3))]
 
 
-def check_tiles_against_conv2d(cases=CASES, tolerance: float = 1e-10) -> list[tuple[str, bool]]:
+def verify_tiles_against_conv2d(cases=CASES, tolerance: float = 1e-10) -> list[tuple[str, bool]]:
     """Chapter 06's verification in one call (the unit tests run more cases): for each (height,
     width, kernel, padding, grid), :func:`~nnpar_lite.spatial.spatial_conv2d` against one
     ``F.conv2d`` in float64, the output and the gradients of the input, weight and bias.
