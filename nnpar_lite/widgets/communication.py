@@ -162,7 +162,9 @@ def compression_widget():
     """The compressor (PowerSGD's rank or top-k's fraction) and error feedback → bytes and accuracy."""
     import ipywidgets as widgets
 
-    controls = {"compressor": widgets.Dropdown(options=list(COMPRESSORS), value="PowerSGD rank 1",
-                                               description="compressor"),
+    # A slider over the compressors (PowerSGD's ranks, then top-k's fractions): a class steps
+    # through them with the arrow keys.
+    controls = {"compressor": widgets.SelectionSlider(options=list(COMPRESSORS), value="PowerSGD rank 1",
+                                                      description="compressor"),
                 "error_feedback": widgets.Checkbox(value=True, description="error feedback")}
     return interactive_figure(controls, [["compressor", "error_feedback"]], compression_figure, slow=True)
