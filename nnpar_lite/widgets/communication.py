@@ -164,8 +164,9 @@ def compression_widget():
 
     # A slider over the compressors (PowerSGD's ranks, then top-k's fractions): a class steps
     # through them with the arrow keys.
-    short = {name: name.replace(" rank", "") for name in COMPRESSORS}   # "PowerSGD 1": fits the readout
+    short = {name: name.replace("PowerSGD ", "").replace("top-k ", "top ") for name in COMPRESSORS}  # fits the readout
     controls = {"compressor": widgets.SelectionSlider(options=[(short[n], n) for n in COMPRESSORS],
-                                                      value="PowerSGD rank 1", description="compressor"),
+                                                      value="PowerSGD rank 1", description="PowerSGD / top-k",
+                                                      style={"description_width": "initial"}),
                 "error_feedback": widgets.Checkbox(value=True, description="error feedback")}
     return interactive_figure(controls, [["compressor", "error_feedback"]], compression_figure, slow=True)
