@@ -25,13 +25,15 @@ def average_losses(losses: Sequence[Any], weights: Sequence[float] | None = None
     return total if isinstance(total, torch.Tensor) else np.float64(total)
 
 
-def aggregate_gradients(grads: Sequence[Any], weights: Sequence[float] | None = None, *, out: Any = None) -> Any:
+def aggregate_gradients(grads: Sequence[Any], weights: Sequence[float] | None = None, *, out: Any = None,
+                        check_finite: bool = True) -> Any:
     """Seed 3.1 step 5: g = Σ_i w_i g_i / Σ_i w_i, the plain mean 1/K Σ_i g_i without weights.
 
     With worker i's loss the mean over its n_i samples, ``weights=[n_0, ...]`` gives the
     gradient of the mean loss over all samples, uneven shards too. ``out`` (a tree) receives
-    the result: a training loop reuses one buffer instead of allocating every step."""
-    return _weighted_mean(grads, weights, out, "gradient")
+    the result: a training loop reuses one buffer instead of allocating every step, and may
+    skip the NaN/Inf check (one read of the result) with ``check_finite=False``."""
+    return _weighted_mean(grads, weights, out, "gradient", check_finite)
 
 
 def average_parameters(params: Sequence[Any], weights: Sequence[float] | None = None, *, out: Any = None) -> Any:
@@ -45,10 +47,8 @@ def average_parameters(params: Sequence[Any], weights: Sequence[float] | None = 
 
 @torch.no_grad()
 def sgd_step(params: Any, grads: Any, lr: float, *, out: Any = None) -> Any:
-    """Seed 3.1 and 3.2: θ ← θ − η ∇L, leaf by leaf.
-
-    A new tree, or written into ``out`` (``params`` itself updates in place); everything
-    is checked before anything is written."""
+    """Seed 3.1 and 3.2: θ ← θ − η ∇L, leaf by leaf, into a new tree or into ``out`` (``params``
+    itself, to update in place). Everything is checked before anything is written."""
     eta, (paths, thetas, gs) = checks.number(lr, "learning rate lr", non_negative=True), checks.step(params, grads)
     outs = [empty_like(t) for t in thetas] if out is None else checks.out(out, thetas, paths, [], "parameter")
     for theta, g, o in zip(thetas, gs, outs):
@@ -60,7 +60,7 @@ def sgd_step(params: Any, grads: Any, lr: float, *, out: Any = None) -> Any:
 
 
 @torch.no_grad()
-def _weighted_mean(trees: Sequence[Any], weights: Any, out: Any, what: str) -> Any:
+def _weighted_mean(trees: Sequence[Any], weights: Any, out: Any, what: str, check_finite: bool = True) -> Any:
     """Σ_i c_i x_i leaf by leaf, c_i = w_i / Σ_j w_j: one buffer, one multiply-add per worker."""
     paths, xs = checks.workers(trees, what)                # xs[i][leaf]: worker i's leaves
     c = checks.coefficients(weights, len(xs))
@@ -75,7 +75,7 @@ def _weighted_mean(trees: Sequence[Any], weights: Any, out: Any, what: str) -> A
         else:
             with np.errstate(invalid="ignore", over="ignore"):
                 o[...] = sum(c_i * x_i for c_i, x_i in zip(c, x))
-        if not checks.finite(o):    # NaN or Inf in any x_i makes o NaN or Inf (0 · Inf is NaN)
+        if check_finite and not checks.finite(o):    # NaN or Inf in an x_i makes o NaN or Inf (0·Inf = NaN)
             bad = next((i for i, x_i in enumerate(x) if not checks.finite(x_i)), None)
             raise ValueError(f"{what} of worker {bad}, leaf {paths[leaf]!r} holds NaN or Inf" if bad is not None
                              else f"the weighted sum of the {what}s overflows at leaf {paths[leaf]!r} (inputs finite)")

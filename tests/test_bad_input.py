@@ -213,3 +213,16 @@ def test_sgd_step_bad_gradients_change_nothing(grads, exc, words):
 def test_sgd_step_nan_parameter():
     with pytest.raises(ValueError, match="parameter leaf 'w' holds NaN"):
         nl.sgd_step({"w": np.array([np.inf])}, {"w": np.ones(1)}, 0.1)
+
+
+def test_check_finite_false_skips_only_the_nan_check():
+    """The hot path of a training loop may skip the one read of the result that finds NaN or Inf;
+    every other check still runs, and by default the NaN is named."""
+    grads = [np.ones(3), np.array([1.0, np.nan, 1.0])]
+    out = np.zeros(3)
+    nl.aggregate_gradients(grads, out=out, check_finite=False)
+    assert np.isnan(out[1]) and out[0] == 1.0
+    with pytest.raises(ValueError, match="worker 1"):
+        nl.aggregate_gradients(grads, out=out)
+    with pytest.raises(ValueError, match="shape"):
+        nl.aggregate_gradients([np.ones(3), np.ones(4)], out=out, check_finite=False)
