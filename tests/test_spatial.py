@@ -89,3 +89,22 @@ def test_the_chapter_check_passes_and_fails_when_the_border_is_wrong(monkeypatch
 def test_real_halo_exchange_equals_conv2d(world_size, shape):
     for r in launch(spx.halo_conv_worker, world_size, dict(shape=shape), backend="gloo", timeout=60):
         assert max(v for k, v in r.items() if "gradient" in k or k == "output") < TOL
+
+
+def test_the_halo_is_drawn_in_its_own_colour():
+    """The figure shades the highlighted tile and its halo in two colours (an RGBA layer over the
+    photograph), and its legend names both."""
+    import matplotlib
+    import numpy as np
+
+    from nnpar_lite.widgets import spatial as spw
+
+    matplotlib.use("Agg")
+    fig, _ = spw.halo_figure((2, 3), 5, 4)
+    layers = [np.asarray(im.get_array()) for im in fig.axes[0].images if np.asarray(im.get_array()).ndim == 3]
+    colours = {tuple(np.round(px[:3], 2)) for layer in layers for px in layer.reshape(-1, layer.shape[-1])
+               if px[3] > 0}
+    assert {tuple(np.round(spw.TILE_COLOUR, 2)), tuple(np.round(spw.HALO_COLOUR, 2))} <= colours
+    assert spw.TILE_COLOUR != spw.HALO_COLOUR
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert any("tile 4" in t for t in labels) and any("halo" in t for t in labels)
