@@ -13,7 +13,7 @@ from typing import Any
 from .. import costmodel
 from ..widgets.scaling import MODEL_BILLIONS
 from .core import Case, Exercise, register, report, run_cases
-from .scaling import check_widget_choice, diagnosed_number
+from .scaling import check_widget_choice, diagnosed_number, model_state_gb
 
 # 10.1 — bytes of model states per parameter, mixed-precision Adam (ZeRO's 2Ψ + 2Ψ + 12Ψ).
 MIXED_ADAM = sum(costmodel.model_state_bytes(1, precision="mixed", optimizer="adam").values())
@@ -36,20 +36,15 @@ register(Exercise(
 
 
 # 10.2 — the memory widget: the largest of its model sizes whose ZeRO-3 model states fit on 64 devices.
-def zero3_gb(billions: float, devices: int = 64) -> float:
-    return costmodel.training_memory(billions * 1e9, precision="mixed", zero_stage=3,
-                                     data_parallel=devices)["total"] / 1e9
-
-
-LARGEST_ZERO3 = max(b for b in MODEL_BILLIONS if zero3_gb(b) <= 80)
+LARGEST_ZERO3 = max(b for b in MODEL_BILLIONS if model_state_gb(b, 64, 3) <= 80)
 
 
 def check_largest_zero3(answer: Any) -> bool:
     return check_widget_choice(
         answer, MODEL_BILLIONS, LARGEST_ZERO3,
-        smaller=lambda b: (f"{b:g} B fits ({zero3_gb(b):.1f} GB per device), but a larger one does too.",
-                           f"{b:g} B 能放下（每个设备 {zero3_gb(b):.1f} GB），但更大的也能。"),
-        larger=lambda b: (f"{b:g} B needs {zero3_gb(b):.1f} GB per device.", f"{b:g} B 每个设备需要 {zero3_gb(b):.1f} GB。"),
+        smaller=lambda b: (f"{b:g} B fits ({model_state_gb(b, 64, 3):.1f} GB per device), but a larger one does too.",
+                           f"{b:g} B 能放下（每个设备 {model_state_gb(b, 64, 3):.1f} GB），但更大的也能。"),
+        larger=lambda b: (f"{b:g} B needs {model_state_gb(b, 64, 3):.1f} GB per device.", f"{b:g} B 每个设备需要 {model_state_gb(b, 64, 3):.1f} GB。"),
         hint=("Answer in billions of parameters, one of the widget's sizes: ZeRO-3 divides all 16 bytes per "
               "parameter by the 64 devices.", "以十亿参数为单位，填小部件提供的一个规模：ZeRO-3 把每个参数的全部 16 字节分到 64 个设备上。"))
 

@@ -61,19 +61,20 @@ register(Exercise(
 
 
 # 07.2 — the memory widget: mixed precision, 30 B parameters, ZeRO-2, 80 GB per device.
-def zero2_total_gb(devices: int, billions: float = 30) -> float:
-    return costmodel.training_memory(billions * 1e9, precision="mixed", zero_stage=2,
+def model_state_gb(billions: float, devices: int, zero_stage: int) -> float:
+    """GB per device of mixed-precision Adam's model states under ZeRO: what the memory widget shows."""
+    return costmodel.training_memory(billions * 1e9, precision="mixed", zero_stage=zero_stage,
                                      data_parallel=devices)["total"] / 1e9
 
 
-ZERO2_DEVICES = min(d for d in DEVICE_COUNTS if zero2_total_gb(d) <= 80)
+ZERO2_DEVICES = min(d for d in DEVICE_COUNTS if model_state_gb(30, d, 2) <= 80)
 
 
 def check_zero2_devices(answer: Any) -> bool:
     return check_widget_choice(
         answer, DEVICE_COUNTS, ZERO2_DEVICES,
-        smaller=lambda d: (f"With {d} devices ZeRO-2 still needs {zero2_total_gb(d):.1f} GB per device.",
-                           f"用 {d} 个设备，ZeRO-2 每个设备仍需 {zero2_total_gb(d):.1f} GB。"),
+        smaller=lambda d: (f"With {d} devices ZeRO-2 still needs {model_state_gb(30, d, 2):.1f} GB per device.",
+                           f"用 {d} 个设备，ZeRO-2 每个设备仍需 {model_state_gb(30, d, 2):.1f} GB。"),
         larger=lambda d: ("It fits there, but also with fewer devices.", "这样能放下，但更少的设备也能放下。"),
         hint=("ZeRO-2 shards gradients and optimizer state over the devices, but every device keeps all the 2-byte "
               "weights. Set the widget to mixed, 30 B, and read the ZeRO-2 bar.",
