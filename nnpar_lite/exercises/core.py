@@ -137,12 +137,13 @@ def verdict(ok: bool, right: tuple[str, str], wrong: tuple[str, str]) -> bool:
 def check_number(answer: Any, expected: float, *, rel: float = 1e-6, hint: tuple[str, str] = ("", ""),
                  known: dict[float, tuple[str, str]] | None = None) -> bool:
     """Is ``answer`` a number within ``rel`` (relative) of ``expected``? When not, the hint that
-    fits a typical wrong value (``known``: value → hint) if it is one, else ``hint``."""
+    fits a typical wrong value (``known``: value → hint, matched within ``rel``) if it is one,
+    else ``hint``."""
     try:
         value = float(answer)
     except (TypeError, ValueError):
         return verdict(False, ("", ""), (f"{answer!r} is not a number. {hint[0]}", f"{answer!r} 不是数字。{hint[1]}"))
-    hint = next((words for wrong, words in (known or {}).items() if math.isclose(value, wrong, rel_tol=1e-6)), hint)
+    hint = next((words for wrong, words in (known or {}).items() if math.isclose(value, wrong, rel_tol=rel)), hint)
     ok = math.isclose(value, expected, rel_tol=rel, abs_tol=1e-12)
     return verdict(ok, (f"{value:g} is right.", f"{value:g} 正确。"),
                    (f"{value:g} is not it. {hint[0]}", f"{value:g} 不对。{hint[1]}"))

@@ -21,15 +21,9 @@ from .core import Case, Exercise, check_number, register, report, run_cases
 
 def diagnosed_number(answer: Any, expected: float, diagnoses: list[tuple[float, tuple[str, str]]],
                      hint: tuple[str, str], rel: float) -> bool:
-    """:func:`check_number`, with a hint of its own for each typical wrong value (within ``rel``)."""
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        value = math.nan
-    for wrong, why in diagnoses:
-        if math.isclose(value, wrong, rel_tol=rel):
-            return check_number(answer, expected, rel=rel, hint=(why[0] + " " + hint[0], why[1] + " " + hint[1]))
-    return check_number(answer, expected, rel=rel, hint=hint)
+    """:func:`check_number`, where each typical wrong value's own diagnosis comes before the hint."""
+    known = {wrong: (why[0] + " " + hint[0], why[1] + " " + hint[1]) for wrong, why in diagnoses}
+    return check_number(answer, expected, rel=rel, hint=hint, known=known)
 
 
 def check_widget_choice(answer: Any, options, correct: float, smaller, larger, hint: tuple[str, str]) -> bool:
