@@ -1,7 +1,7 @@
-"""Chapter 10's exercises: outlook (seed 5 未来发展趋势与挑战, 5.3 数据和模型大小的增长).
+"""Chapter 13's exercises: outlook (seed 5 未来发展趋势与挑战, 5.3 数据和模型大小的增长).
 
-10.1 the bytes per parameter of mixed-precision Adam; 10.2 the memory widget: the largest model
-ZeRO-3 fits on 64 devices; 10.3 a memory budget, the largest model whose model states fit,
+13.1 the bytes per parameter of mixed-precision Adam; 13.2 the memory widget: the largest model
+ZeRO-3 fits on 64 devices; 13.3 a memory budget, the largest model whose model states fit,
 checked against :func:`nnpar_lite.costmodel.training_memory` on cases the learner does not see.
 """
 
@@ -15,10 +15,10 @@ from ..widgets.scaling import MODEL_BILLIONS
 from .core import Case, Exercise, register, report, run_cases
 from .scaling import check_widget_choice, diagnosed_number, model_state_gb
 
-# 10.1 — bytes of model states per parameter, mixed-precision Adam (ZeRO's 2Ψ + 2Ψ + 12Ψ).
+# 13.1 — bytes of model states per parameter, mixed-precision Adam (ZeRO's 2Ψ + 2Ψ + 12Ψ).
 MIXED_ADAM = sum(costmodel.model_state_bytes(1, precision="mixed", optimizer="adam").values())
 register(Exercise(
-    "10.1",
+    "13.1",
     lambda answer: diagnosed_number(answer, MIXED_ADAM, [
         (12, ("12 is the optimizer's share alone (K = 12).", "12 只是优化器的部分（K = 12）。")),
         (4, ("4 bytes are the fp16 weights and gradients alone.", "4 字节只是 fp16 的权重和梯度。")),
@@ -35,7 +35,7 @@ register(Exercise(
                  "4 + 4 + 8 总数相同，只是分配不同，所以 ZeRO-1、ZeRO-2 在混合精度下省得更多。")))
 
 
-# 10.2 — the memory widget: the largest of its model sizes whose ZeRO-3 model states fit on 64 devices.
+# 13.2 — the memory widget: the largest of its model sizes whose ZeRO-3 model states fit on 64 devices.
 LARGEST_ZERO3 = max(b for b in MODEL_BILLIONS if model_state_gb(b, 64, 3) <= 80)
 
 
@@ -49,14 +49,14 @@ def check_largest_zero3(answer: Any) -> bool:
               "parameter by the 64 devices.", "以十亿参数为单位，填小部件提供的一个规模：ZeRO-3 把每个参数的全部 16 字节分到 64 个设备上。"))
 
 
-register(Exercise("10.2", check_largest_zero3, solution=LARGEST_ZERO3, explanation=(
+register(Exercise("13.2", check_largest_zero3, solution=LARGEST_ZERO3, explanation=(
     "16 Ψ / 64 ≤ 80 GB allows Ψ up to 320 B parameters: 175 B among the widget's sizes (43.8 GB per device); "
     "405 B needs 101 GB. Activations come on top.",
     "16 Ψ / 64 ≤ 80 GB 允许 Ψ 最多 3200 亿参数：小部件的规模中即 175 B（每个设备 43.8 GB）；"
     "405 B 需要 101 GB。激活值还要另算。")))
 
 
-# 10.3 — a memory budget: the largest model whose model states fit.
+# 13.3 — a memory budget: the largest model whose model states fit.
 BUDGET_CASES = [Case(f"ZeRO-{z} {prec} on {d} device{'s' if d > 1 else ''} of {gb:g} GB", (gb * 1e9, d, z, prec))
                 for gb, d, z, prec in [(80, 1, 0, "fp32"), (80, 64, 1, "mixed"), (80, 64, 2, "mixed"),
                                        (80, 64, 3, "mixed"), (24, 3, 2, "fp32"), (40, 8, 1, "fp32"),
@@ -96,7 +96,7 @@ def largest_model(device_bytes, devices, zero_stage, precision):
     return int(device_bytes // per_parameter)
 
 
-register(Exercise("10.3", check_budget, solution=largest_model, explanation=(
+register(Exercise("13.3", check_budget, solution=largest_model, explanation=(
     "Each stage shards one more part: the bytes one parameter costs on one device fall from 16 towards 16/d; the "
     "budget divided by them is the largest model. Activations, buffers and the allocator's slack come on top, so "
     "a real run keeps a margin.",

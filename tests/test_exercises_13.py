@@ -1,4 +1,4 @@
-"""Chapter 10's exercise checks, proven: the solution passes, typical wrong answers fail with
+"""Chapter 13's exercise checks, proven: the solution passes, typical wrong answers fail with
 the hint that names their mistake."""
 
 import pytest
@@ -28,9 +28,9 @@ def budget_in_bytes_per_device(device_bytes, devices, zero_stage, precision):
 
 
 WRONG_ANSWERS = {
-    "10.1": [(12, "optimizer's share alone"), (4, "fp16 weights and gradients alone"), (20, "count them once")],
-    "10.2": [(405, "needs 101.2 GB"), (70, "a larger one does too"), ("175 B", "not a number")],
-    "10.3": [(budget_sharding_everything, "ZeRO-1 divides the optimizer state"),
+    "13.1": [(12, "optimizer's share alone"), (4, "fp16 weights and gradients alone"), (20, "count them once")],
+    "13.2": [(405, "needs 101.2 GB"), (70, "a larger one does too"), ("175 B", "not a number")],
+    "13.3": [(budget_sharding_everything, "ZeRO-1 divides the optimizer state"),
              (budget_without_master_weights, "mixed 2, 2, 12"), (budget_in_bytes_per_device, "expected")],
 }
 
