@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .util import even_bounds
+from .util import even_bounds, whole_number
 
 
 def article_data() -> tuple[np.ndarray, np.ndarray]:
@@ -188,3 +188,52 @@ def edge_kernel(size: int):
     kernel = -torch.ones(size, size, dtype=torch.float64)
     kernel[size // 2, size // 2] = size * size - 1
     return kernel[None, None] / (size * size)
+
+
+# ------------------------------------------------------------------ the GPT corpus
+def gpt_corpus() -> str:
+    """A few KB of the workbook's own prose, in English and Chinese, shipped with the package
+    (``corpus.txt``): what the tiny GPT of chapters 10–12 learns to continue, character by character."""
+    from pathlib import Path
+    return (Path(__file__).with_name("corpus.txt")).read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def char_vocabulary() -> tuple[str, ...]:
+    """The corpus's distinct characters, sorted: character i is token i."""
+    return tuple(sorted(set(gpt_corpus())))
+
+
+def encode(text: str):
+    """Token ids of ``text`` (a LongTensor); a character outside the corpus is an error naming it."""
+    import torch
+    index = {c: i for i, c in enumerate(char_vocabulary())}
+    missing = sorted(set(text) - set(index))
+    if missing:
+        raise ValueError(f"characters {missing[:5]} are not in the corpus's vocabulary")
+    return torch.tensor([index[c] for c in text], dtype=torch.long)
+
+
+def decode(ids) -> str:
+    """The text of token ids."""
+    vocabulary = char_vocabulary()
+    return "".join(vocabulary[int(i)] for i in ids)
+
+
+def corpus_batches(batch_size: int, block_size: int, steps: int, *, seed: int = 0) -> list:
+    """``steps`` batches (x, y) of ``batch_size`` windows of the corpus, each ``block_size`` long,
+    y = x shifted by one character: the same list for the same arguments, on every machine
+    and every rank (a seeded generator picks the windows' starts)."""
+    import torch
+    for name, value in (("batch_size", batch_size), ("block_size", block_size), ("steps", steps)):
+        whole_number(name, value, minimum=0 if name == "steps" else 1)
+    ids = encode(gpt_corpus())
+    if block_size + 1 > len(ids):
+        raise ValueError(f"block_size = {block_size} is longer than the corpus ({len(ids)} characters)")
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - block_size, (batch_size,), generator=generator)
+        window = torch.stack([ids[s:s + block_size + 1] for s in starts.tolist()])
+        batches.append((window[:, :-1], window[:, 1:]))
+    return batches
