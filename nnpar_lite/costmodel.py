@@ -222,3 +222,76 @@ def training_memory(num_params: float, *, precision: str = "fp32", optimizer: st
     memory["activations"] = activation_bytes / (d * split / t) * (replicated + (1 - replicated) / t)
     memory["total"] = sum(memory.values())
     return memory
+
+
+# ------------------------------------------- the capstone: a GPT on a dp × tp × pp mesh
+# Exact counts for chapter 12's tiny GPT (nnpar_lite.gpt), one rank of the mesh: what it holds
+# and what it sends per training step, in float32 (4 bytes a value). The whole-model
+# calculator above (training_memory) spreads everything evenly over t · p ranks; these say
+# which rank holds what (embeddings on the first stage, the head on the last, LayerNorms
+# and row-parallel biases replicated on every tp rank).
+def ring_allreduce_bytes(nbytes: float, world_size: int) -> float:
+    """Bytes one rank sends in a ring all-reduce of n bytes over p ranks: 2 (p − 1)/p · n
+    (the β term of :func:`ring_allreduce_time`)."""
+    p = _positive_int("world_size", world_size)
+    return 2 * (p - 1) / p * nbytes
+
+
+def gpt_rank_tensors(vocab_size: int, block_size: int, n_layer: int, n_embd: int, *, tp: int = 1, pp: int = 1,
+                     stage: int = 0, tied: bool = True) -> dict[str, int]:
+    """{parameter name: elements} of one rank of the mesh: stage ``stage`` of ``pp``, every
+    block's matrices split over ``tp`` ranks (Megatron: q/k/v and c_fc by output rows,
+    both c_proj by input columns, their biases whole; LayerNorms whole). Stage 0 holds wte
+    and wpe, the last stage ln_f and lm_head (a copy of wte when tied and pp > 1)."""
+    h, t, p = n_embd, _positive_int("tp", tp), _positive_int("pp", pp)
+    if n_layer % p or h % t or not 0 <= stage < p:
+        raise ValueError(f"need n_layer = {n_layer} divisible by pp = {p}, n_embd = {h} by tp = {t}, "
+                         f"and stage in 0 … {p - 1}, got stage {stage}")
+    tensors = {"wte.weight": vocab_size * h, "wpe.weight": block_size * h} if stage == 0 else {}
+    for i in range(stage * n_layer // p, (stage + 1) * n_layer // p):
+        block = {"ln_1.weight": h, "ln_1.bias": h, "attn.c_attn.weight": 3 * h * h // t, "attn.c_attn.bias": 3 * h // t,
+                 "attn.c_proj.weight": h * h // t, "attn.c_proj.bias": h, "ln_2.weight": h, "ln_2.bias": h,
+                 "mlp.c_fc.weight": 4 * h * h // t, "mlp.c_fc.bias": 4 * h // t, "mlp.c_proj.weight": 4 * h * h // t,
+                 "mlp.c_proj.bias": h}
+        tensors.update({f"blocks.{i}.{name}": n for name, n in block.items()})
+    if stage == p - 1:
+        tensors.update({"ln_f.weight": h, "ln_f.bias": h})
+        if not tied or p > 1:
+            tensors["lm_head.weight"] = vocab_size * h
+    return tensors
+
+
+def zero_chunk_elements(numel: int, rank: int, world_size: int) -> int:
+    """Elements of a tensor of n elements that rank r of N keeps under ZeRO: chunk r of
+    S = ⌈n / N⌉, clipped to the tensor, min(S, max(0, n − r·S))."""
+    size = -(-numel // _positive_int("world_size", world_size))
+    return min(size, max(0, numel - rank * size))
+
+
+def adam_state_bytes(numels: Sequence[int], bytes_per_value: int = 4) -> int:
+    """Adam's or AdamW's state for tensors of these sizes: two moments per element and one
+    4-byte step counter per (non-empty) tensor."""
+    return sum(2 * n * bytes_per_value + 4 for n in numels if n)
+
+
+def gpt_block_activation_values(batch: int, seq: int, n_embd: int, n_head: int, tp: int = 1) -> int:
+    """Values one GPT block saves for its backward pass, one micro-batch of b sequences of
+    length s, width h, a heads, on one of t tensor-parallel ranks:
+
+        4 b s h  +  4 b s  +  12 b s h / t  +  a b s / t
+
+    whole on every rank: the inputs and outputs of the two LayerNorms (4 b s h) and their
+    means and reciprocal standard deviations (4 b s); split by t: q, k and v (3), the
+    attention's output (1), the MLP's 4h-wide input to GELU (4) and its output (4), and the
+    attention kernel's log-sum-exp per head and position (a b s / t). (Korthikanti et al.
+    2022 count 34 s b h + 5 a s² b bytes for GPT-3 in half precision with dropout and the
+    s × s attention matrix, which the fused kernel never stores.)"""
+    b, s, h, t = batch, seq, n_embd, _positive_int("tp", tp)
+    return 4 * b * s * h + 4 * b * s + 12 * b * s * h // t + n_head * b * s // t
+
+
+def gpt_head_activation_values(batch: int, seq: int, n_embd: int, vocab_size: int) -> int:
+    """Values the last stage's head saves for backward: ln_f's input, output, mean and
+    reciprocal standard deviation (2 b s h + 2 b s), the log-softmax of the logits (b s V),
+    and the loss's one total weight."""
+    return 2 * batch * seq * n_embd + 2 * batch * seq + batch * seq * vocab_size + 1
