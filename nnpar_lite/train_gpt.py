@@ -76,8 +76,6 @@ def check_layout(args: argparse.Namespace, world_size: int):
     if mesh.world_size != world_size:
         raise ValueError(f"--dp {args.dp} × --tp {args.tp} × --pp {args.pp} = {mesh.world_size} ranks, but "
                          f"{world_size} processes were started: make N = dp · tp · pp")
-    config = corpus_config(block_size=args.block_size, n_layer=args.layers, n_head=args.heads, n_embd=args.width,
-                           tie_weights=not args.untied)
     problems = [f"--heads {args.heads} do not divide by --tp {args.tp}" * bool(args.heads % args.tp),
                 f"--layers {args.layers} do not divide by --pp {args.pp}" * bool(args.layers % args.pp),
                 f"--batch {args.batch} does not divide by --dp {args.dp}" * bool(args.batch % args.dp),
@@ -87,6 +85,8 @@ def check_layout(args: argparse.Namespace, world_size: int):
                 f"--steps must be ≥ 1, got {args.steps}" * (args.steps < 1)]
     if any(problems):
         raise ValueError("; ".join(p for p in problems if p))
+    config = corpus_config(block_size=args.block_size, n_layer=args.layers, n_head=args.heads, n_embd=args.width,
+                           tie_weights=not args.untied)
     return mesh, config
 
 

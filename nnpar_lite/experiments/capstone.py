@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -129,3 +130,113 @@ def report_table(rows: list[dict]) -> str:
                 mark = "✔" if predicted == measured else "✘"
                 lines.append(f"{row['rank']:>4} {where:>10}  {label:<24}{predicted:>12,.0f}{measured:>12,.0f} {mark}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ starting the program
+def program_arguments(dp: int = 1, tp: int = 1, pp: int = 1, **options) -> list[str]:
+    """train_gpt's command-line arguments: ``program_arguments(2, 2, 1, zero=1, optimizer="adamw")``
+    → ["--dp", "2", "--tp", "2", "--pp", "1", "--zero", "1", "--optimizer", "adamw"]; True is a flag."""
+    argv = ["--dp", str(dp), "--tp", str(tp), "--pp", str(pp)]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [] if value is False else [flag, str(value)]
+    return argv
+
+
+def train_gpt_worker(rank: int, world_size: int, argv: list[str]) -> dict:
+    """A worker for ``nnpar_lite.distributed.launch``: train_gpt on this rank; its metrics."""
+    from ..train_gpt import main
+    return main(argv)
+
+
+def torchrun_command(nproc: int, argv: Sequence[str], *, nnodes: int = 1, node_rank: int = 0,
+                     port: int | None = None) -> list[str]:
+    """The torchrun command that starts train_gpt: one node (``--standalone``, a port of its
+    own), or node ``node_rank`` of ``nnodes`` meeting at 127.0.0.1:``port`` (c10d rendezvous)."""
+    where = ["--standalone"] if nnodes == 1 else [
+        "--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"capstone-{port}"]
+    return [sys.executable, "-m", "torch.distributed.run", *where, "--nproc-per-node", str(nproc),
+            "-m", "nnpar_lite.train_gpt", *argv]
+
+
+def run_commands(commands: list[list[str]], *, timeout: float = 120.0) -> list[str]:
+    """Start the commands at once and wait for all of them: their outputs. If one fails or the
+    time runs out, every process they started is stopped and RuntimeError shows the failing
+    command's output (torchrun prints its failing rank's traceback there)."""
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in commands]
+        procs = [subprocess.Popen(c, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                 for c, log in zip(commands, logs)]
+        failed = _first_failure(procs, timeout)
+        for p in procs:
+            stop_tree(p)
+        outputs = [log.seek(0) or log.read() for log in logs]
+    if failed is not None:
+        code = procs[failed].returncode
+        why = f"exited with {code}" if code not in (None, -signal.SIGTERM, -signal.SIGKILL) else "ran past its timeout"
+        raise RuntimeError(f"{' '.join(commands[failed][2:])} {why}; its output:\n{outputs[failed][-6000:]}")
+    return outputs
+
+
+def _first_failure(procs: list[subprocess.Popen], timeout: float) -> int | None:
+    """Wait until all exit with 0 (None), one exits otherwise, or the time runs out (its index)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        codes = [p.poll() for p in procs]
+        if any(c not in (None, 0) for c in codes):
+            return next(i for i, c in enumerate(codes) if c not in (None, 0))
+        if all(c == 0 for c in codes):
+            return None
+        if time.monotonic() > deadline:
+            return codes.index(None)
+        time.sleep(0.1)
+
+
+def stop_tree(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stop a torchrun and the ranks it started: SIGTERM first (torchrun then stops its ranks,
+    which run in sessions of their own), SIGKILL for whatever is left after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    family = descendants(proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (read from /proc; none where there is no /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def torchrun_train(dp: int = 1, tp: int = 1, pp: int = 1, *, out: Path, nnodes: int = 1, timeout: float = 120.0,
+                   **options) -> dict:
+    """train_gpt under torchrun on dp · tp · pp processes (split evenly over ``nnodes``
+    "nodes" on this machine), writing into ``out``; metrics.json read back, with report.json
+    as "report" when ``report=True``."""
+    import json
+
+    argv = program_arguments(dp, tp, pp, out=out, **options)
+    nproc, port = dp * tp * pp // nnodes, free_port()
+    run_commands([torchrun_command(nproc, argv, nnodes=nnodes, node_rank=i, port=port) for i in range(nnodes)],
+                 timeout=timeout)
+    metrics = json.loads((Path(out) / "metrics.json").read_text(encoding="utf-8"))
+    if (Path(out) / "report.json").exists():
+        metrics["report"] = json.loads((Path(out) / "report.json").read_text(encoding="utf-8"))
+    return metrics
