@@ -4,7 +4,7 @@ groups against torch's init_device_mesh, and a tied embedding whose gradient is 
 import torch.distributed as dist
 
 from nnpar_lite import gpt_pipeline
-from nnpar_lite.mesh import Mesh
+from nnpar_lite.mesh import Mesh, build_groups
 from nnpar_lite.train_gpt import main
 
 
@@ -13,15 +13,23 @@ def layouts_on_these_ranks(rank: int, world_size: int, argvs: list[list[str]]) -
     return [main(argv) for argv in argvs]
 
 
-def groups_of_init_device_mesh(rank: int, world_size: int, sizes: tuple[int, int, int]) -> dict:
-    """This rank's dp, pp and tp groups as torch's init_device_mesh makes them (global ranks),
-    and as Mesh enumerates them."""
+def groups_three_ways(rank: int, world_size: int, sizes: tuple[int, int, int]) -> dict:
+    """This rank's groups as torch's init_device_mesh makes them, as build_groups makes them
+    (global ranks), and as Mesh enumerates them; and build_groups' word on a mesh of another size."""
     from torch.distributed.device_mesh import init_device_mesh
 
-    mesh = init_device_mesh("cpu", sizes, mesh_dim_names=("dp", "pp", "tp"))
+    torchs = init_device_mesh("cpu", sizes, mesh_dim_names=("dp", "pp", "tp"))
     ours = Mesh(dp=sizes[0], pp=sizes[1], tp=sizes[2])
-    return {name: (dist.get_process_group_ranks(mesh.get_group(name)), ours.group_of(rank, name))
-            for name in ("dp", "pp", "tp")}
+    built = build_groups(ours)
+    found = {name: (dist.get_process_group_ranks(torchs.get_group(name)), ours.group_of(rank, name))
+             for name in ("dp", "pp", "tp")}
+    found.update({f"built {name}": (dist.get_process_group_ranks(g) if g is not None else [],
+                                    ours.group_of(rank, name)) for name, g in built.items()})
+    try:
+        build_groups(Mesh(dp=3))
+    except ValueError as error:
+        found["refused"] = str(error)
+    return found
 
 
 def without_the_tied_sum(rank: int, world_size: int, argv: list[str]) -> dict:

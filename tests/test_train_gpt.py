@@ -85,10 +85,11 @@ def test_a_tied_embedding_whose_gradient_is_not_summed_drifts():
     assert max(abs(a - b) / b for a, b in zip(got["losses"], want["losses"])) > 100 * RTOL
 
 
-def test_the_mesh_groups_are_init_device_meshs():
-    for groups in launch(capstone_workers.groups_of_init_device_mesh, 8, (2, 2, 2), timeout=60):
-        for name, (torchs, ours) in groups.items():
-            assert torchs == ours, name
+def test_the_mesh_groups_are_init_device_meshs_and_build_groups_makes_them():
+    for rank, groups in enumerate(launch(capstone_workers.groups_three_ways, 8, (2, 2, 2), timeout=60)):
+        assert "needs 3 processes, but 8 were started" in groups.pop("refused")
+        for name, (made, enumerated) in groups.items():
+            assert made == enumerated, (rank, name)
 
 
 def test_a_world_that_does_not_match_is_refused_before_any_group():
