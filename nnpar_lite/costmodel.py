@@ -295,3 +295,21 @@ def gpt_head_activation_values(batch: int, seq: int, n_embd: int, vocab_size: in
     reciprocal standard deviation (2 b s h + 2 b s), the log-softmax of the logits (b s V),
     and the loss's one total weight."""
     return 2 * batch * seq * n_embd + 2 * batch * seq + batch * seq * vocab_size + 1
+
+
+def mesh_step_time(compute_one: float, *, world_size: int, num_stages: int, num_microbatches: int,
+                   message_steps: float, bytes_sent: float, alpha: float, beta: float,
+                   cores: int | None = None) -> float:
+    """One training step on a dp × tp × pp mesh, to first order, for the rank that waits longest:
+
+        t = c₁ / min(N, cores) · (m + p − 1) / m  +  α · k  +  β · n
+
+    c₁ is one process's step on the whole batch: N ranks share its work, but no more than
+    ``cores`` run at once on one machine; the pipeline stretches each stage's share over
+    m + p − 1 slots instead of m (the bubble, :func:`bubble_fraction`). k counts the rank's
+    message steps (a ring all-reduce over q ranks takes 2 (q − 1), a send one) and n its bytes
+    sent (:func:`ring_allreduce_time`'s α and β). Nothing overlaps: an upper estimate."""
+    n, p, m = (_positive_int(name, v) for name, v in
+               (("world_size", world_size), ("num_stages", num_stages), ("num_microbatches", num_microbatches)))
+    running = min(n, _positive_int("cores", cores)) if cores is not None else n
+    return compute_one / running * (m + p - 1) / m + alpha * message_steps + beta * bytes_sent

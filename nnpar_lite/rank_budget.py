@@ -75,3 +75,29 @@ def predicted_bytes_sent(config, mesh: Mesh, rank: int, *, global_batch: int, ze
             "tp": 4 * config.n_layer // mesh.pp * costmodel.ring_allreduce_bytes(activation, mesh.tp),
             "embedding": costmodel.ring_allreduce_bytes(FLOAT * config.vocab_size * config.n_embd, 2) if tied_here
             else 0.0}
+
+
+def predicted_message_steps(config, mesh: Mesh, rank: int, *, micro_batches: int) -> dict[str, int]:
+    """Message steps this rank waits for in one step, by dimension (the α term): a ring
+    all-reduce over q ranks takes 2 (q − 1), a reduce-scatter and an all-gather q − 1 each
+    (ZeRO-1's pair: the same 2 (q − 1)), a send one."""
+    c = mesh.coordinates(rank)
+    first, last = c["pp"] == 0, c["pp"] == mesh.pp - 1
+    tied_here = config.tie_weights and mesh.pp > 1 and (first or last)
+    return {"dp": 2 * (mesh.dp - 1), "pp": micro_batches * ((not last) + (not first)),
+            "tp": 4 * config.n_layer // mesh.pp * micro_batches * 2 * (mesh.tp - 1), "embedding": 2 * tied_here}
+
+
+def predicted_step_time(config, mesh: Mesh, *, global_batch: int, micro_batches: int, zero: int = 0,
+                        compute_one: float, alpha: float, beta: float, cores: int | None = None) -> float:
+    """Seconds of one step: :func:`~nnpar_lite.costmodel.mesh_step_time` for the stage that
+    waits longest (ranks of one stage hold and send the same)."""
+    times = []
+    for stage in range(mesh.pp):
+        rank = mesh.rank(dp=0, pp=stage, tp=0)
+        steps = sum(predicted_message_steps(config, mesh, rank, micro_batches=micro_batches).values())
+        sent = sum(predicted_bytes_sent(config, mesh, rank, global_batch=global_batch, zero=zero).values())
+        times.append(costmodel.mesh_step_time(compute_one, world_size=mesh.world_size, num_stages=mesh.pp,
+                                              num_microbatches=micro_batches, message_steps=steps,
+                                              bytes_sent=sent, alpha=alpha, beta=beta, cores=cores))
+    return max(times)

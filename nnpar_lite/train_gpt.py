@@ -108,19 +108,22 @@ def make_optimizer(params, args, group=None, *, zero: bool = False) -> torch.opt
     return OPTIMIZERS[args.optimizer](params, lr=lr)
 
 
-def train_one_process(args, config, batches) -> tuple[list[float], float]:
-    """The reference: the whole GPT, the whole batch, one process. (losses, ‖θ‖₂)."""
+def train_one_process(args, config, batches) -> dict:
+    """The reference: the whole GPT, the whole batch, one process."""
     model = GPT(config, seed=args.seed)
     optimizer = make_optimizer(model.parameters(), args)
-    losses = []
+    losses, seconds = [], []
     for x, y in batches:
+        start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss = lm_loss(model(x), y)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        seconds.append(time.perf_counter() - start)
     with torch.no_grad():
-        return losses, math.sqrt(sum(float(p.double().pow(2).sum()) for p in model.parameters()))
+        norm = math.sqrt(sum(float(p.double().pow(2).sum()) for p in model.parameters()))
+    return {"losses": losses, "param_norm": norm, "step_seconds": seconds}
 
 
 class MeshTrainer:
@@ -160,21 +163,24 @@ class MeshTrainer:
         return (values[:-1] / self.mesh.dp).tolist(), math.sqrt(float(values[-1]))
 
 
-def train_on_mesh(args, mesh: Mesh, config, rank: int, batches) -> tuple[list[float], float, dict | None]:
-    """(losses, ‖θ‖₂, this rank's report or None) of the run on the mesh."""
+def train_on_mesh(args, mesh: Mesh, config, rank: int, batches) -> dict:
+    """The run on the mesh: the global losses, ‖θ‖₂, this rank's step times (and its report)."""
     from .experiments import capstone          # measuring, only with --report
 
     trainer = MeshTrainer(args, mesh, config, rank)
-    losses, report = [], None
+    losses, seconds, report = [], [], None
     for x, y in batches:
+        start = time.perf_counter()
         if args.report and not losses:        # the first step, measured
             report, loss = capstone.measured_step(trainer, x, y)
         else:
             loss = trainer.step(x, y)
         losses.append(loss)
+        seconds.append(time.perf_counter() - start)
     if report is not None:
         report["held"] = capstone.held_after_step(trainer)
-    return (*trainer.global_results(losses), report)
+    losses, norm = trainer.global_results(losses)
+    return {"losses": losses, "param_norm": norm, "step_seconds": seconds, "report": report}
 
 
 def main(argv=None) -> dict:
@@ -184,15 +190,14 @@ def main(argv=None) -> dict:
     mesh, config = check_layout(args, world)
     rank, world, made_group = join()
     batches = corpus_batches(args.batch, config.block_size, args.steps, seed=args.seed)
-    start = time.perf_counter()
     if world == 1 and not dist.is_initialized():
-        (losses, norm), report = train_one_process(args, config, batches), None
+        metrics = train_one_process(args, config, batches)
     else:
-        losses, norm, report = train_on_mesh(args, mesh, config, rank, batches)
-    metrics = {"losses": losses, "param_norm": norm, "seconds": time.perf_counter() - start,
-               "layout": {"dp": mesh.dp, "tp": mesh.tp, "pp": mesh.pp, "zero": args.zero,
-                          "micro_batches": args.micro_batches, "optimizer": args.optimizer}}
-    if args.report:
+        metrics = train_on_mesh(args, mesh, config, rank, batches)
+    metrics["layout"] = {"dp": mesh.dp, "tp": mesh.tp, "pp": mesh.pp, "zero": args.zero,
+                         "micro_batches": args.micro_batches, "optimizer": args.optimizer}
+    report = metrics.pop("report", None)
+    if args.report and report is not None:
         from .experiments import capstone
         metrics["report"] = capstone.gather_report(report, args, mesh, config, rank)
     if rank == 0:

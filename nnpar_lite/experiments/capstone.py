@@ -149,6 +149,51 @@ def train_gpt_worker(rank: int, world_size: int, argv: list[str]) -> dict:
     return main(argv)
 
 
+def runs_on_these_ranks(rank: int, world_size: int, runs: list[tuple[list[str], str | None]]) -> list[dict]:
+    """A worker: train_gpt once for each (arguments, pitfall or None), on the same processes
+    (starting processes costs seconds; each run makes its own groups)."""
+    from ..train_gpt import main
+
+    results = []
+    for argv, pitfall in runs:
+        with pitfall_applied(pitfall):
+            results.append(main(argv))
+    return results
+
+
+# ------------------------------------------------------------------ pitfalls, run
+def tied_gradient_left_alone(stage, *, group=None) -> None:
+    """Pitfall: the tied embedding's two copies each keep the gradient of their own use."""
+
+
+def gradients_summed_not_averaged(tensors, *, group=None, **_) -> None:
+    """Pitfall: the dp group's gradients summed (all_reduce's default), not divided by dp."""
+    for t in tensors:
+        dist.all_reduce(t, group=group)
+
+
+PITFALLS = {"tied gradient not summed": ("gpt_pipeline", "sum_tied_embedding_gradient", tied_gradient_left_alone),
+            "dp gradients summed": ("train_gpt", "allreduce_mean_", gradients_summed_not_averaged)}
+
+
+@contextlib.contextmanager
+def pitfall_applied(name: str | None) -> Iterator[None]:
+    """Within the block, train_gpt runs with one of :data:`PITFALLS` in place of the right code."""
+    if name is None:
+        yield
+        return
+    import importlib
+
+    module_name, attribute, wrong = PITFALLS[name]
+    module = importlib.import_module(f"nnpar_lite.{module_name}")
+    right = getattr(module, attribute)
+    setattr(module, attribute, wrong)
+    try:
+        yield
+    finally:
+        setattr(module, attribute, right)
+
+
 def torchrun_command(nproc: int, argv: Sequence[str], *, nnodes: int = 1, node_rank: int = 0,
                      port: int | None = None) -> list[str]:
     """The torchrun command that starts train_gpt: one node (``--standalone``, a port of its
