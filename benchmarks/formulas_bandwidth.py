@@ -6,13 +6,18 @@ that is the baseline, measured in the same run. Each round times every contender
 in turn (the order rotating), so that all see the same machine load; the printed ratios
 are medians of the per-round ratios. Also printed, measured in the same rounds:
 
-* ``out=`` with ``check_finite=False``: the same arithmetic without the NaN/Inf check (the
-  check costs one read of the output, since a NaN or Inf in any input makes the output NaN
-  or Inf), which a training loop that validates its gradients elsewhere may skip;
+* ``out=`` with ``check_finite=False``: the same arithmetic without the NaN/Inf check (a NaN
+  or Inf in any input makes the output NaN or Inf, so the check reads each block of the output
+  once more while it is still in cache), which a training loop that validates its gradients
+  elsewhere may skip;
 * `torch.stack(grads).mean(0)`, which reads and writes everything twice and allocates K·S.
 
     python benchmarks/formulas_bandwidth.py            # CPU, and CUDA when present
-    python benchmarks/formulas_bandwidth.py --device cpu --mb 64 --workers 4 --rounds 21
+    python benchmarks/formulas_bandwidth.py --device cpu --mb 64 --workers 4 --rounds 21 --threads 1
+
+The target is measured on one thread (``--threads 1``, the default): one core's share of memory
+bandwidth, which more threads would only divide differently. The block size the formulas use
+is read from this machine's cache (printed).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nnpar_lite import aggregate_gradients, available_devices, synchronize  # noqa: E402
+from nnpar_lite import aggregate_gradients, available_devices, cache, synchronize  # noqa: E402
 from nnpar_lite.devices import describe_machine  # noqa: E402
 
 TARGET, FLOOR = 0.80, 0.70   # of copy bandwidth: the goal, and the least acceptable
@@ -90,9 +95,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--mb", type=float, default=64.0, help="megabytes of float32 per worker")
     parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     machine = describe_machine()
-    print(f"{'cpu':>32}: {machine['cpu']} ({machine['cores (usable)']} cores usable), torch {machine['torch']}")
+    print(f"{'cpu':>32}: {machine['cpu']} ({machine['cores (usable)']} cores usable), torch {machine['torch']}, "
+          f"{args.threads} thread(s)")
+    llc, block = cache.last_level_cache_bytes(), cache.block_elements(args.workers, 4)
+    print(f"{'cache blocks':>32}: last-level cache {llc} bytes -> blocks of {block} float32 elements")
     devices = [torch.device(d) for d in args.device] if args.device else available_devices()
     for device in devices:
         row = measure(device, args.workers, args.mb, args.rounds)

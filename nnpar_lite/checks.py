@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .trees import as_tree, leaves_with_paths
+from .trees import as_tree, empty_like, leaves_with_paths
 
 
 def number(x: Any, name: str, *, non_negative: bool = False) -> float:
@@ -57,9 +57,11 @@ def workers(trees: Any, what: str, names: Sequence[str] | None = None) -> tuple[
 
 
 def out(out: Any, refs: list[Any], paths: list[str], avoid: list[list[Any]], what: str) -> list[Any]:
-    """The leaves of ``out``, if they match ``refs`` (leaf by leaf, at ``paths``) and share
-    no memory with the trees in ``avoid``."""
-    leaves = leaves_with_paths(out, "out, ")
+    """The buffers a formula writes: new ones without ``out``, else ``out``'s leaves, if they match
+    ``refs`` (leaf by leaf, at ``paths``) and share no memory with the trees in ``avoid``."""
+    if out is None:
+        return [empty_like(ref) for ref in refs]
+    leaves = leaves_with_paths(as_tree(out), "out, ")
     if [p for p, _ in leaves] != paths:
         raise ValueError(f"out has leaves {[p for p, _ in leaves]}, the {what}s have {paths}")
     for (path, o), ref, *inputs in zip(leaves, refs, *avoid):
@@ -81,10 +83,10 @@ def finite(x: Any) -> bool:
     return math.isfinite(total) or bool(np.isfinite(x).all() if isinstance(x, np.ndarray) else x.isfinite().all())
 
 
-def coefficients(weights: Any, count: int) -> list[float]:
-    """c_i = w_i / Σ_j w_j (1/K each without weights) for K finite weights ≥ 0, not all zero."""
+def weights(weights: Any, count: int) -> list[float] | None:
+    """K finite weights ≥ 0, not all zero, as floats (None stays None: the plain mean)."""
     if weights is None:
-        return [1.0 / count] * count
+        return None
     if isinstance(weights, (str, bytes, Mapping)) or not hasattr(weights, "__len__"):
         raise TypeError(f"weights must be a sequence of {count} numbers, got {type(weights).__name__}")
     if len(weights) != count:
@@ -92,7 +94,15 @@ def coefficients(weights: Any, count: int) -> list[float]:
     w = [number(w_i, f"weight of worker {i}", non_negative=True) for i, w_i in enumerate(list(weights))]
     if math.fsum(w) == 0:
         raise ValueError("all weights are zero; at least one worker must have a positive weight")
-    return [w_i / math.fsum(w) for w_i in w]
+    return w
+
+
+def finite_sum(o: Any, x: list[Any], what: str, path: str) -> None:
+    """Raise, naming the worker, if the sum ``o`` of the blocks ``x`` holds NaN or Inf."""
+    if not finite(o):
+        bad = next((i for i, x_i in enumerate(x) if not finite(x_i)), None)
+        raise ValueError(f"{what} of worker {bad}, leaf {path!r} holds NaN or Inf" if bad is not None
+                         else f"the weighted sum of the {what}s overflows at leaf {path!r} (inputs finite)")
 
 
 def losses(values: Any) -> list[Any]:
