@@ -48,6 +48,7 @@ from .mesh import Mesh, build_groups
 from .pipeline import pipeline_step
 from .rank_budget import micro_batch_sizes
 from .sharding import ShardedOptimizer
+from .util import one_thread
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 DEFAULT_LR = {"sgd": 0.5, "adamw": 3e-3}
@@ -65,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="default: 0.5 for sgd, 3e-3 for adamw")
     parser.add_argument("--untied", action="store_true", help="lm_head gets a matrix of its own")
     parser.add_argument("--report", action="store_true", help="print what each rank holds and sends")
+    parser.add_argument("--quiet", action="store_true", help="print nothing (main() returns the metrics)")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json (and report.json)")
     return parser.parse_args(argv)
 
@@ -73,18 +75,19 @@ def check_layout(args: argparse.Namespace, world_size: int):
     """(mesh, GPT config) once every size fits; ValueError naming what does not, before any
     process group exists."""
     mesh = Mesh(dp=args.dp, tp=args.tp, pp=args.pp)
-    if mesh.world_size != world_size:
-        raise ValueError(f"--dp {args.dp} × --tp {args.tp} × --pp {args.pp} = {mesh.world_size} ranks, but "
-                         f"{world_size} processes were started: make N = dp · tp · pp")
-    problems = [f"--heads {args.heads} do not divide by --tp {args.tp}" * bool(args.heads % args.tp),
-                f"--layers {args.layers} do not divide by --pp {args.pp}" * bool(args.layers % args.pp),
-                f"--batch {args.batch} does not divide by --dp {args.dp}" * bool(args.batch % args.dp),
-                f"the {args.batch // args.dp} sequences of a dp rank do not make --micro-batches "
-                f"{args.micro_batches}" * (args.micro_batches < 1 or args.batch // args.dp < args.micro_batches),
-                f"--zero must be 0 or 1, got {args.zero}" * (args.zero not in (0, 1)),
-                f"--steps must be ≥ 1, got {args.steps}" * (args.steps < 1)]
-    if any(problems):
-        raise ValueError("; ".join(p for p in problems if p))
+    local = args.batch // args.dp
+    checks = [(mesh.world_size != world_size, f"--dp {args.dp} × --tp {args.tp} × --pp {args.pp} = {mesh.world_size} "
+               f"ranks, but {world_size} processes were started: make N = dp · tp · pp"),
+              (args.heads % args.tp, f"--heads {args.heads} do not divide by --tp {args.tp}"),
+              (args.layers % args.pp, f"--layers {args.layers} do not divide by --pp {args.pp}"),
+              (args.batch % args.dp, f"--batch {args.batch} does not divide by --dp {args.dp}"),
+              (not 1 <= args.micro_batches <= local,
+               f"the {local} sequences of a dp rank do not make --micro-batches {args.micro_batches}"),
+              (args.zero not in (0, 1), f"--zero must be 0 or 1, got {args.zero}"),
+              (args.steps < 1, f"--steps must be ≥ 1, got {args.steps}")]
+    problems = [message for failed, message in checks if failed]
+    if problems:
+        raise ValueError("; ".join(problems))
     config = corpus_config(block_size=args.block_size, n_layer=args.layers, n_head=args.heads, n_embd=args.width,
                            tie_weights=not args.untied)
     return mesh, config
@@ -113,14 +116,15 @@ def train_one_process(args, config, batches) -> dict:
     model = GPT(config, seed=args.seed)
     optimizer = make_optimizer(model.parameters(), args)
     losses, seconds = [], []
-    for x, y in batches:
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss = lm_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        seconds.append(time.perf_counter() - start)
+    with one_thread():             # as each rank runs: a model this small gains nothing from more threads
+        for x, y in batches:
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = lm_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            seconds.append(time.perf_counter() - start)
     with torch.no_grad():
         norm = math.sqrt(sum(float(p.double().pow(2).sum()) for p in model.parameters()))
     return {"losses": losses, "param_norm": norm, "step_seconds": seconds}
@@ -201,21 +205,28 @@ def main(argv=None) -> dict:
         from .experiments import capstone
         metrics["report"] = capstone.gather_report(report, args, mesh, config, rank)
     if rank == 0:
-        finish(metrics, args.out)
+        finish(metrics, args.out, quiet=args.quiet)
     if made_group:
         dist.barrier()      # meet before leaving (see nnpar_lite.distributed)
         dist.destroy_process_group()
     return metrics
 
 
-def finish(metrics: dict, out: Path | None) -> None:
-    """Rank 0 prints every step's loss and ‖θ‖₂, and writes metrics.json (and report.json)."""
-    for step, loss in enumerate(metrics["losses"]):
-        print(f"step {step}  loss {loss:.6f}", flush=True)
-    print(f"param_norm {metrics['param_norm']:.6f}", flush=True)
+def summary(metrics: dict) -> str:
+    """Every step's loss, ‖θ‖₂, and the report's table when there is one."""
+    lines = [f"step {step}  loss {loss:.6f}" for step, loss in enumerate(metrics["losses"])]
+    lines.append(f"param_norm {metrics['param_norm']:.6f}")
     if "report" in metrics:
         from .experiments.capstone import report_table
-        print(report_table(metrics["report"]), flush=True)
+        lines.append(report_table(metrics["report"]))
+    return "\n".join(lines)
+
+
+def finish(metrics: dict, out: Path | None, *, quiet: bool = False) -> None:
+    """Rank 0 prints the summary (unless ``quiet``), and writes metrics.json (and report.json)
+    into ``out``."""
+    if not quiet:
+        print(summary(metrics), flush=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         report = metrics.pop("report", None)

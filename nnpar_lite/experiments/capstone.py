@@ -134,8 +134,8 @@ def report_table(rows: list[dict]) -> str:
 
 # ------------------------------------------------------------------ starting the program
 def program_arguments(dp: int = 1, tp: int = 1, pp: int = 1, **options) -> list[str]:
-    """train_gpt's command-line arguments: ``program_arguments(2, 2, 1, zero=1, optimizer="adamw")``
-    → ["--dp", "2", "--tp", "2", "--pp", "1", "--zero", "1", "--optimizer", "adamw"]; True is a flag."""
+    """train_gpt's command-line arguments: ``program_arguments(2, 2, 1, zero=1, quiet=True)``
+    → ["--dp", "2", "--tp", "2", "--pp", "1", "--zero", "1", "--quiet"]; True is a flag."""
     argv = ["--dp", str(dp), "--tp", str(tp), "--pp", str(pp)]
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
