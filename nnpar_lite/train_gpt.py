@@ -65,7 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
     parser.add_argument("--lr", type=float, default=None, help="default: 0.5 for sgd, 3e-3 for adamw")
     parser.add_argument("--untied", action="store_true", help="lm_head gets a matrix of its own")
-    parser.add_argument("--report", action="store_true", help="print what each rank holds and sends")
+    parser.add_argument("--report", action="store_true", help="print what each rank holds and sends, predicted "
+                        "and measured (on a mesh)")
     parser.add_argument("--quiet", action="store_true", help="print nothing (main() returns the metrics)")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json (and report.json)")
     return parser.parse_args(argv)
@@ -168,14 +169,14 @@ class MeshTrainer:
 
 
 def train_on_mesh(args, mesh: Mesh, config, rank: int, batches) -> dict:
-    """The run on the mesh: the global losses, ‖θ‖₂, this rank's step times (and its report)."""
-    from .experiments import capstone          # measuring, only with --report
-
+    """The run on the mesh: the global losses, ‖θ‖₂, this rank's step times (and, with
+    ``--report``, what it held and sent, measured in the first step)."""
     trainer = MeshTrainer(args, mesh, config, rank)
     losses, seconds, report = [], [], None
     for x, y in batches:
         start = time.perf_counter()
-        if args.report and not losses:        # the first step, measured
+        if args.report and not losses:
+            from .experiments import capstone          # measuring, only when asked
             report, loss = capstone.measured_step(trainer, x, y)
         else:
             loss = trainer.step(x, y)

@@ -8,9 +8,9 @@ Every torchrun run also measures what its ranks hold and send (--report)."""
 
 import functools
 import math
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch.distributed as dist
@@ -119,8 +119,25 @@ def test_a_failing_torchrun_shows_the_ranks_error(tmp_path):
         torchrun_train(1, 1, 3, out=tmp_path, timeout=60)
 
 
-def test_a_command_past_its_timeout_is_stopped():
+def processes_running(command_line: bytes) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().replace(b"\0", b" ").strip() == command_line:
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_torchrun_past_its_timeout_is_stopped_with_every_rank():
+    """torchrun starts its ranks in sessions of their own: they must go too."""
+    marker = f"{time.time_ns() % 10 ** 6 + 600}"                     # a sleep nobody else runs
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "--no-python", "sleep", marker]
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match="ran past its timeout"):
-        run_commands([[sys.executable, "-c", "import time; time.sleep(60)"]], timeout=1)
-    assert time.perf_counter() - start < 10
+        run_commands([command], timeout=12)
+    assert time.perf_counter() - start < 30
+    time.sleep(0.5)
+    assert processes_running(f"sleep {marker}".encode()) == [], "a rank outlived its torchrun"

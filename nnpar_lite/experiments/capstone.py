@@ -213,28 +213,28 @@ def run_commands(commands: list[list[str]], *, timeout: float = 120.0) -> list[s
         logs = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in commands]
         procs = [subprocess.Popen(c, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
                  for c, log in zip(commands, logs)]
-        failed = _first_failure(procs, timeout)
+        failed, why = _first_failure(procs, timeout)
         for p in procs:
             stop_tree(p)
         outputs = [log.seek(0) or log.read() for log in logs]
     if failed is not None:
-        code = procs[failed].returncode
-        why = f"exited with {code}" if code not in (None, -signal.SIGTERM, -signal.SIGKILL) else "ran past its timeout"
         raise RuntimeError(f"{' '.join(commands[failed][2:])} {why}; its output:\n{outputs[failed][-6000:]}")
     return outputs
 
 
-def _first_failure(procs: list[subprocess.Popen], timeout: float) -> int | None:
-    """Wait until all exit with 0 (None), one exits otherwise, or the time runs out (its index)."""
+def _first_failure(procs: list[subprocess.Popen], timeout: float) -> tuple[int | None, str]:
+    """Wait until all exit with 0 ((None, "")), one exits otherwise, or the time runs out:
+    (the index of the command to blame, what went wrong)."""
     deadline = time.monotonic() + timeout
     while True:
         codes = [p.poll() for p in procs]
         if any(c not in (None, 0) for c in codes):
-            return next(i for i, c in enumerate(codes) if c not in (None, 0))
+            i = next(i for i, c in enumerate(codes) if c not in (None, 0))
+            return i, f"exited with {codes[i]}"
         if all(c == 0 for c in codes):
-            return None
+            return None, ""
         if time.monotonic() > deadline:
-            return codes.index(None)
+            return codes.index(None), f"ran past its timeout of {timeout:g} s"
         time.sleep(0.1)
 
 

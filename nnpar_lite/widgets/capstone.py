@@ -14,7 +14,6 @@ from .. import costmodel, rank_budget
 from ..data import char_vocabulary
 from ..mesh import Mesh
 from . import interactive_figure
-from .sharding import readable_bytes
 
 GROUP_COLOURS = {"tp": "C0", "pp": "C1", "dp": "C2", "embedding": "C3"}
 MEMORY_PARTS = ("parameters", "gradients", "optimizer state", "activations")
@@ -52,7 +51,7 @@ def mesh_figure(dp: int = 2, tp: int = 2, pp: int = 2, config=None):
                                     zorder=2))
         ax.text(x, y + 0.22, f"rank {r}  ({c['dp']},{c['pp']},{c['tp']})", ha="center", fontsize=7, weight="bold")
         ax.text(x, y - 0.06, _holds(config, mesh, c["pp"]), ha="center", va="center", fontsize=6)
-    _draw_groups(ax, mesh, where)
+    _draw_groups(ax, mesh, where, tied=config.tie_weights)
     ax.set_xlim(-0.7, max(x for x, _ in where.values()) + 0.7)
     ax.set_ylim(-tp + 0.2, 0.95)
     ax.axis("off")
@@ -65,7 +64,7 @@ def mesh_figure(dp: int = 2, tp: int = 2, pp: int = 2, config=None):
     return fig
 
 
-def _draw_groups(ax, mesh: Mesh, where: dict) -> None:
+def _draw_groups(ax, mesh: Mesh, where: dict, *, tied: bool) -> None:
     colours = GROUP_COLOURS
     for group in mesh.groups("tp") if mesh.tp > 1 else []:
         x, ys = where[group[0]][0], [where[r][1] for r in group]
@@ -79,7 +78,7 @@ def _draw_groups(ax, mesh: Mesh, where: dict) -> None:
         lift = 0.12 * mesh.coordinates(group[0])["pp"]              # one height per stage, so lines do not merge
         xs, ys = [where[r][0] for r in group], [where[r][1] - 0.3 + lift for r in group]
         ax.plot(xs, ys, ls="--", color=colours["dp"], lw=1.5, zorder=1)      # behind the boxes: seen between replicas
-    for first, last in mesh.groups("embedding") if program_sizes().tie_weights else []:
+    for first, last in mesh.groups("embedding") if tied else []:
         (xa, ya), (xb, _) = where[first], where[last]
         ax.annotate("", (xb, ya + 0.4), (xa, ya + 0.4), arrowprops=dict(
             arrowstyle="-", ls=":", color=colours["embedding"], lw=1.5, connectionstyle="arc3,rad=-0.25"))
