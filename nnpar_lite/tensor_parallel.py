@@ -14,6 +14,10 @@ and a row-parallel one second: the activation between them stays split, so a
 two-layer MLP needs one all-reduce in the forward pass (g, summing the partial
 outputs) and one in the backward pass (f, summing the gradients of the shared
 input). f is the identity forward and an all-reduce backward; g the reverse.
+
+Over real processes, :func:`shard_gpt_block` splits a transformer block of the tiny GPT
+(:mod:`nnpar_lite.gpt`) this way, attention by heads; with ``sequence_parallel=True``
+(Korthikanti et al. 2022) f and g become an all-gather and a reduce-scatter along the sequence.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .collectives import copy_back, flatten, gather_along, reduce_scatter_along
 from .util import even_bounds, whole_number
 
 
@@ -113,3 +118,98 @@ def blocks_held(out_features: int, in_features: int, num_workers: int, kind: str
     if kind == "row":
         return [(slice(0, out_features), slice(a, b)) for a, b in even_bounds(in_features, num_workers)]
     raise ValueError(f"kind must be 'column' or 'row', got {kind!r}")
+
+
+# ============================================================ a transformer block, split
+class ColumnParallelLinear(torch.nn.Module):
+    """This rank's rows of a Linear: y_k = f(x) W_kᵀ + b_k, W_k = W[rows], a slice of y's features.
+
+    f is Megatron's copy (identity forward, all-reduce of the input's gradient backward); with
+    ``sequence_parallel`` it is an all-gather of the sequence chunks (dim 1) forward and a
+    reduce-scatter backward (Korthikanti et al. 2022). ``rows`` says which rows of the full
+    weight this shard holds, so a test can compare it with the unsplit layer."""
+
+    def __init__(self, full: torch.nn.Linear, rows: torch.Tensor, *, group=None, sequence_parallel: bool = False):
+        super().__init__()
+        self.rows, self.group, self.sequence_parallel = rows, group, sequence_parallel
+        self.weight = torch.nn.Parameter(full.weight.detach()[rows].clone())
+        self.bias = None if full.bias is None else torch.nn.Parameter(full.bias.detach()[rows].clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = gather_along(x, 1, group=self.group) if self.sequence_parallel else CopyToWorkers.apply(x, self.group)
+        return F.linear(x, self.weight, self.bias)
+
+
+class RowParallelLinear(torch.nn.Module):
+    """This rank's columns of a Linear: y = g(x_k W_kᵀ) + b, W_k = W[:, columns], the partial
+    products summed over the ranks (g: an all-reduce forward, identity backward; with
+    ``sequence_parallel`` a reduce-scatter along the sequence forward, an all-gather backward),
+    the bias added once, after the sum."""
+
+    def __init__(self, full: torch.nn.Linear, columns: slice, *, group=None, sequence_parallel: bool = False):
+        super().__init__()
+        self.columns, self.group, self.sequence_parallel = columns, group, sequence_parallel
+        self.weight = torch.nn.Parameter(full.weight.detach()[:, columns].clone())
+        self.bias = None if full.bias is None else torch.nn.Parameter(full.bias.detach().clone())
+        if self.bias is not None and sequence_parallel:
+            self.bias.sequence_parallel = True    # it sees this rank's chunk of the sequence only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        partial = F.linear(x, self.weight)
+        y = reduce_scatter_along(partial, 1, group=self.group) if self.sequence_parallel else \
+            SumFromWorkers.apply(partial, self.group)
+        return y if self.bias is None else y + self.bias
+
+
+def head_rows(n_head: int, head_dim: int, rank: int, world_size: int) -> torch.Tensor:
+    """The rows of a fused q/k/v weight (3 · n_head · head_dim rows: q's heads, k's, v's) that
+    hold rank r's heads [r·n_head/t, (r+1)·n_head/t) in each of q, k and v."""
+    width, local = n_head * head_dim, n_head // world_size * head_dim
+    return torch.cat([torch.arange(part * width + rank * local, part * width + (rank + 1) * local)
+                      for part in range(3)])
+
+
+def shard_gpt_block(block: torch.nn.Module, *, group=None, sequence_parallel: bool = False) -> torch.nn.Module:
+    """Make a :class:`nnpar_lite.gpt.Block` this rank's Megatron tensor-parallel shard, in place
+    (Shoeybi et al. 2019): attention's heads split (``attn.c_attn`` column-parallel by heads,
+    ``attn.c_proj`` row-parallel), the MLP's ``c_fc`` column-parallel and ``c_proj`` row-parallel.
+    Forward: one f and one g per sub-layer, so 2 all-reduces; backward 2 more.
+
+    ``sequence_parallel=True`` (Korthikanti et al. 2022): the block takes and returns this
+    rank's chunk of the sequence (dim 1); LayerNorms and residuals run on the chunk; f and g
+    become an all-gather and a reduce-scatter along the sequence. The LayerNorms' and
+    row-parallel biases' gradients are then partial: :func:`sum_sequence_parallel_gradients`.
+    Every rank must hold the same full block (same seed) before the call."""
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    attn, mlp = block.attn, block.mlp
+    if attn.n_head % world:
+        raise ValueError(f"{attn.n_head} attention heads do not divide among the {world} ranks of the "
+                         "tensor-parallel group")
+    head_dim = attn.c_proj.in_features // attn.n_head
+    kw = dict(group=group, sequence_parallel=sequence_parallel)
+    attn.c_attn = ColumnParallelLinear(attn.c_attn, head_rows(attn.n_head, head_dim, rank, world), **kw)
+    attn.c_proj = RowParallelLinear(attn.c_proj, _block_of(attn.c_proj.in_features, rank, world), **kw)
+    attn.n_head //= world
+    mlp.c_fc = ColumnParallelLinear(mlp.c_fc, torch.arange(mlp.c_fc.out_features)[
+        _block_of(mlp.c_fc.out_features, rank, world)], **kw)
+    mlp.c_proj = RowParallelLinear(mlp.c_proj, _block_of(mlp.c_proj.in_features, rank, world), **kw)
+    if sequence_parallel:
+        for norm in (block.ln_1, block.ln_2):
+            for p in norm.parameters():
+                p.sequence_parallel = True
+    return block
+
+
+def _block_of(size: int, rank: int, world: int) -> slice:
+    return slice(rank * size // world, (rank + 1) * size // world)
+
+
+def sum_sequence_parallel_gradients(model: torch.nn.Module, *, group=None) -> None:
+    """Σ over the tensor-parallel group of the gradients of the parameters marked
+    ``sequence_parallel`` (LayerNorms, row-parallel biases): under sequence parallelism each
+    rank saw its chunk of the sequence only. One all-reduce of them all."""
+    grads = [p.grad for p in model.parameters() if getattr(p, "sequence_parallel", False) and p.grad is not None]
+    if grads:
+        flat = flatten(grads)
+        dist.all_reduce(flat, group=group)
+        copy_back(grads, flat)
