@@ -26,12 +26,14 @@ on every rank, and return this rank's output chunk; autograd differentiates both
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
 from .collectives import all_to_all_along, pass_right, rank_and_size
+from .gpt import lm_loss
 from .util import whole_number
 
 LAYOUTS = ("contiguous", "zigzag")
@@ -154,6 +156,17 @@ def _block_plan(rank: int, world: int, local: int, step: int, causal: bool, layo
     return q_pos[rows:], k_pos[:cols], rows, cols
 
 
+def ring_work(seq_len: int, world_size: int, layout: str = "contiguous", causal: bool = True) -> list[int]:
+    """The scores each rank computes in :func:`ring_attention`, counted by the plan the ring
+    itself follows (the rectangle of each block it computes, step by step)."""
+    local = local_length(seq_len, world_size, layout)
+    work = []
+    for rank in range(world_size):
+        plans = [_block_plan(rank, world_size, local, step, causal, layout) for step in range(world_size)]
+        work.append(sum(len(q_pos) * len(k_pos) for q_pos, k_pos, _, _ in plans))
+    return work
+
+
 def _rotate(block: torch.Tensor, group) -> torch.Tensor:
     """Send ``block`` to the right neighbour, return the one from the left."""
     arriving = torch.empty_like(block)
@@ -165,7 +178,9 @@ class _RingAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, causal, layout, group):
         rank, world = rank_and_size(group)
-        out, lse = torch.zeros_like(q), torch.full_like(q[..., :1], float("-inf"))
+        b, h, t, d = q.shape       # out laid out (batch, seq, heads, dim), as torch's fused kernel lays it out:
+        out = q.new_zeros(b, t, h, d).transpose(1, 2)   # joining the heads after is then a view, not a copy
+        lse = torch.full_like(q[..., :1], float("-inf"))
         kv = torch.stack([k, v])                                    # one message per step
         for step in range(world):
             q_pos, k_pos, rows, cols = _block_plan(rank, world, q.shape[2], step, causal, layout)
@@ -216,18 +231,42 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, caus
     seq_len = world * q.shape[2]
     local_length(seq_len, world, layout)
     qkv = all_to_all_along(torch.stack([q, k, v]), 2, 3, group=group)     # one all-to-all for all three
-    order = torch.cat([chunk_positions(r, world, seq_len, layout) for r in range(world)])
-    out = attention_at_positions(qkv[0], qkv[1], qkv[2], order, causal)
+    if layout == "contiguous":
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
+    else:                                   # the positions arrive rank by rank: put them in order, and back
+        order = torch.cat([chunk_positions(r, world, seq_len, layout) for r in range(world)]).to(q.device)
+        qkv = qkv.index_select(3, torch.argsort(order))
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal).index_select(2, order)
     return all_to_all_along(out, 2, 1, group=group)
 
 
-def attention_at_positions(q, k, v, positions: torch.Tensor, causal: bool) -> torch.Tensor:
-    """Attention over one whole sequence whose tokens stand at ``positions`` (the order the
-    all-to-all put them in): torch's fused kernel, the causal mask read from the positions."""
-    if not causal:
-        return F.scaled_dot_product_attention(q, k, v)
-    positions = positions.to(q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=positions[None, :] <= positions[:, None])
+# ============================================================ a GPT whose sequences are split
+METHODS = {"ring": ring_attention, "ulysses": ulysses_attention}
+
+
+def use_context_parallel(model: torch.nn.Module, *, method: str = "ring", group=None,
+                         layout: str = "contiguous") -> torch.nn.Module:
+    """Swap the attention core of every block of a :class:`nnpar_lite.gpt.GPT` (or of one
+    :class:`~nnpar_lite.gpt.Block`) for causal ring or Ulysses attention over ``group``. The
+    weights stay whole on every rank: only the sequence is split."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    attend = METHODS[method]
+    for module in model.modules():
+        if hasattr(module, "core") and hasattr(module, "c_attn"):
+            module.core = functools.partial(attend, causal=True, group=group, layout=layout)
+    return model
+
+
+def context_parallel_loss(model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor, *, group=None,
+                          layout: str = "contiguous") -> torch.Tensor:
+    """This rank's language-model loss: its part of every sequence (dim 1), at its positions,
+    averaged over its tokens. Every rank holds as many tokens, so the mean of the ranks' losses
+    is the whole batch's loss, and the mean of their gradients its gradient."""
+    rank, world = rank_and_size(group)
+    positions = chunk_positions(rank, world, idx.shape[1], layout).to(idx.device)
+    logits = model(split_sequence(idx, rank, world, layout=layout, dim=1), positions)
+    return lm_loss(logits, split_sequence(targets, rank, world, layout=layout, dim=1))
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, name: str) -> None:
