@@ -262,11 +262,11 @@ def sequence_parallel_activations(seq_len: int, batch: int, hidden: int, heads: 
                      keeps the all-gathered input of c_attn and c_fc whole (Megatron keeps the
                      chunk and all-gathers again in backward: then 16 h / N, as :func:`training_memory`)"""
     s, b, h, a, n = _sizes(seq_len, batch, hidden, heads, world_size)
-    per_position = {"ring": (16 * h + a + 4) / n, "ulysses": (17 * h + a + 4) / n,
-                    "megatron-sp": (14 * h + a + 4) / n + 2 * h * (n > 1)}
-    if method not in per_position:
+    split, whole = {"ring": (16 * h + a + 4, 0), "ulysses": (17 * h + a + 4, 0),     # per position: / N, and not
+                    "megatron-sp": (14 * h + a + 4, 2 * h) if n > 1 else (16 * h + a + 4, 0)}.get(method, (None, None))
+    if split is None:
         raise ValueError(f"method must be one of {SEQUENCE_METHODS}, got {method!r}")
-    return bytes_per_value * b * s * per_position[method]
+    return bytes_per_value * b * s * split / n + bytes_per_value * b * s * whole
 
 
 def sequence_parallel_bytes(seq_len: int, batch: int, hidden: int, world_size: int, method: str, *,
