@@ -239,7 +239,7 @@ def gpt_block_activations(seq_len: int, batch: int, hidden: int, heads: int, *, 
                           fused_attention: bool = True) -> float:
     """Bytes one block of the workbook's GPT (:mod:`nnpar_lite.gpt`) keeps for its backward pass:
 
-        v · b · s · (16 h + a + 4)                      with torch's fused attention kernel
+        v · b · s · (16 h + a + 4)                      with a fused attention kernel
         + v · a · s² · b                                without it (the softmax's s × s per head)
 
     16 h: the block's input and ln_1's output (2 h), q, k, v (3 h), attention's output (h; joining
