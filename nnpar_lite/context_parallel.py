@@ -156,15 +156,23 @@ def _block_plan(rank: int, world: int, local: int, step: int, causal: bool, layo
     return q_pos[rows:], k_pos[:cols], rows, cols
 
 
-def ring_work(seq_len: int, world_size: int, layout: str = "contiguous", causal: bool = True) -> list[int]:
-    """The scores each rank computes in :func:`ring_attention`, counted by the plan the ring
-    itself follows (the rectangle of each block it computes, step by step)."""
+def ring_schedule(seq_len: int, world_size: int, layout: str = "contiguous", causal: bool = True) -> list[list[dict]]:
+    """The plan the ring follows, as plain lists: for each step, for each rank, the rank whose
+    K/V block it holds (``source``) and the query and key positions of the rectangle it computes
+    (empty where the whole block lies in the future). For figures and for counting the work."""
     local = local_length(seq_len, world_size, layout)
-    work = []
-    for rank in range(world_size):
-        plans = [_block_plan(rank, world_size, local, step, causal, layout) for step in range(world_size)]
-        work.append(sum(len(q_pos) * len(k_pos) for q_pos, k_pos, _, _ in plans))
-    return work
+    return [[{"source": (rank - step) % world_size, "queries": q_pos.tolist(), "keys": k_pos.tolist()}
+             for rank in range(world_size)
+             for q_pos, k_pos, _, _ in [_block_plan(rank, world_size, local, step, causal, layout)]]
+            for step in range(world_size)]
+
+
+def ring_work(seq_len: int, world_size: int, layout: str = "contiguous", causal: bool = True) -> list[int]:
+    """The scores each rank computes in :func:`ring_attention`, counted on the plan the ring
+    itself follows (:func:`ring_schedule`: the rectangle of each block, step by step)."""
+    schedule = ring_schedule(seq_len, world_size, layout, causal)
+    return [sum(len(step[rank]["queries"]) * len(step[rank]["keys"]) for step in schedule)
+            for rank in range(world_size)]
 
 
 def _rotate(block: torch.Tensor, group) -> torch.Tensor:

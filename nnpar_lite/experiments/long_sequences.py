@@ -177,6 +177,13 @@ def unsplit_activation_bytes(seq_len: int, batch: int, attention: str = "fused")
     return saved_activation_bytes(lambda: block(x), list(block.parameters()))[1]
 
 
+def activation_growth(seq_lens: list[int], batch: int = 2) -> list[dict]:
+    """In this process: the bytes the unsplit block keeps for backward at each sequence length,
+    with the fused kernel and with the formula written out."""
+    return [{"seq_len": s, "attention": attention, "kept": unsplit_activation_bytes(s, batch, attention)}
+            for attention in ("fused", "formula") for s in seq_lens]
+
+
 def memory_and_traffic(rank: int, world_size: int, config: dict) -> list[dict]:
     """:func:`block_run` for every sequence length in ``config["seq_lens"]``, N = 2 … world_size
     and every method, with the unsplit block's bytes beside (N = 1)."""
