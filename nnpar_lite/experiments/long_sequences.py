@@ -21,6 +21,7 @@ from .. import tensor_parallel as tp
 from ..collectives import allreduce_mean_, count_communication, gather_along
 from ..data import corpus_batches
 from ..gpt import GPT, Block, GPTConfig, attention_by_the_formula, corpus_config, lm_loss
+from ..util import max_abs_difference
 
 # 12 heads divide among 2, 3 and 4 ranks (Megatron and Ulysses split heads); width 48, 4 per head.
 BLOCK = GPTConfig(vocab_size=8, block_size=96, n_layer=1, n_head=12, n_embd=48)
@@ -223,8 +224,7 @@ def context_parallel_training(rank: int, world_size: int, config: dict) -> dict:
         dist.all_reduce(mean)
         report["loss"].append(float(mean) / world_size)
         report["one process"].append(float(whole_loss.detach()))
-        report["difference"].append(max(float((p - q).abs().max()) for p, q in zip(model.parameters(),
-                                                                                   reference.parameters())))
+        report["difference"].append(max_abs_difference(model, reference))
     return report
 
 
@@ -256,3 +256,18 @@ def gathered_kv_attention(rank: int, world_size: int, config: dict) -> dict:
         report[name] = {part: float((g - cp.split_sequence(e, rank, world_size)).abs().max())
                         for part, g, e in zip(("out", "dq", "dk", "dv"), got, expected)}
     return report
+
+
+def refusals(rank: int, world_size: int, _=None) -> list[str]:
+    """What the split attentions say to input they cannot take, before anything is sent:
+    Ulysses with heads that do not divide among the ranks, a zigzag layout with an odd chunk."""
+    x = seeded((1, world_size + 2, 3, 4), 0)
+    messages = []
+    for attend, layout in ((cp.ulysses_attention, "contiguous"), (cp.ring_attention, "zigzag")):
+        try:
+            attend(x, x, x, causal=True, layout=layout)
+            messages.append("accepted")
+        except ValueError as error:
+            messages.append(f"{type(error).__name__}: {error}")
+    dist.barrier()
+    return messages
