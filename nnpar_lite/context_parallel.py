@@ -1,7 +1,7 @@
 """Context parallelism: one sequence split among N ranks, its attention computed as if whole.
 
 Every layer of a transformer but attention treats each position alone, so a rank that holds
-T/N positions of every sequence computes them alone. Attention is the exception: each query
+s/N positions of every sequence computes them alone. Attention is the exception: each query
 needs every key and value of the sequence (under the causal mask, every earlier one). Two
 ways to give it them:
 
@@ -9,7 +9,7 @@ ways to give it them:
   2023, "Ring Attention with Blockwise Transformers", ICLR 2024): the ranks pass their K/V
   blocks round a ring, N − 1 times; each rank attends its queries to each block as it passes,
   and merges the partial results by the online softmax (Milakov & Gimelshein 2018; FlashAttention,
-  Dao et al., NeurIPS 2022). No rank ever holds the whole sequence's K and V, nor a T × T score
+  Dao et al., NeurIPS 2022). No rank ever holds the whole sequence's K and V, nor an s × s score
   matrix. In the backward pass the gradients dK, dV travel round with their blocks and arrive
   home after N steps.
 * **Ulysses** (Jacobs et al. 2023, "DeepSpeed Ulysses"): one all-to-all turns the sequence
@@ -41,7 +41,7 @@ LAYOUTS = ("contiguous", "zigzag")
 
 # ============================================================ layouts
 def local_length(seq_len: int, world_size: int, layout: str = "contiguous") -> int:
-    """T/N, the positions each rank holds; T must divide by N (by 2N for the zigzag's two chunks)."""
+    """s/N, the positions each rank holds; s must divide by N (by 2N for the zigzag's two chunks)."""
     whole_number("seq_len", seq_len)
     whole_number("world_size", world_size)
     if layout not in LAYOUTS:
@@ -56,8 +56,8 @@ def local_length(seq_len: int, world_size: int, layout: str = "contiguous") -> i
 def chunk_positions(rank: int, world_size: int, seq_len: int, layout: str = "contiguous") -> torch.Tensor:
     """The global positions rank r holds, ascending.
 
-    contiguous: [r·T/N, (r + 1)·T/N), chunk r of N;
-    zigzag: chunks r and 2N − 1 − r of 2N chunks of T/2N (an early chunk and its mirror)."""
+    contiguous: [r·s/N, (r + 1)·s/N), chunk r of N;
+    zigzag: chunks r and 2N − 1 − r of 2N chunks of s/2N (an early chunk and its mirror)."""
     local = local_length(seq_len, world_size, layout)
     if layout == "contiguous":
         return torch.arange(rank * local, (rank + 1) * local)
@@ -228,7 +228,7 @@ class _RingAttention(torch.autograd.Function):
 def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, group=None,
                       layout: str = "contiguous") -> torch.Tensor:
     """The same result by two all-to-alls (DeepSpeed Ulysses): q, k and v go from a sequence
-    split (every head, T/N positions) to a head split (H/N heads, all T positions), attention
+    split (every head, s/N positions) to a head split (H/N heads, all s positions), attention
     runs on whole sequences, and the output goes back. The heads must divide among the ranks."""
     _check_qkv(q, k, v, "ulysses_attention")
     _, world = rank_and_size(group)
@@ -257,8 +257,9 @@ def use_context_parallel(model: torch.nn.Module, *, method: str = "ring", group=
     """Swap the attention core of every block of a :class:`nnpar_lite.gpt.GPT` (or of one
     :class:`~nnpar_lite.gpt.Block`) for causal ring or Ulysses attention over ``group``. The
     weights stay whole on every rank: only the sequence is split."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    if method not in METHODS or layout not in LAYOUTS:
+        raise ValueError(f"method must be one of {sorted(METHODS)} and layout one of {LAYOUTS}, got {method!r} "
+                         f"and {layout!r}")
     attend = METHODS[method]
     for module in model.modules():
         if hasattr(module, "core") and hasattr(module, "c_attn"):

@@ -275,9 +275,10 @@ def sequence_parallel_bytes(seq_len: int, batch: int, hidden: int, world_size: i
 
         ring         forward: K and V blocks pass N − 1 times            2 (N − 1) · v b s h / N
                      backward: K, V again N − 1 times, dK, dV N times    (2 (N − 1) + 2 N) · v b s h / N
-        ulysses      forward: q, k, v and the output, one all-to-all     4 (N − 1)/N · v b s h / N
-                     each, (N − 1)/N of the rank's s/N positions sent;
-                     backward: the same four, reversed                   4 (N − 1)/N · v b s h / N
+        ulysses      forward: q, k, v to the head split, the output      4 (N − 1)/N · v b s h / N
+                     back: four tensors of the rank's s/N positions
+                     cross an all-to-all, (N − 1)/N of each sent;
+                     backward: the same, reversed                        4 (N − 1)/N · v b s h / N
         megatron-sp  forward: 2 all-gathers and 2 reduce-scatters        4 (N − 1)/N · v b s h
                      of the block's b s h activations;
                      backward: each one's reverse                        4 (N − 1)/N · v b s h

@@ -207,3 +207,13 @@ def test_the_formulas_on_one_rank_send_nothing_and_keep_everything():
         assert costmodel.sequence_parallel_bytes(64, 2, 32, 1, method)["total"] == 0
     assert costmodel.sequence_parallel_activations(64, 2, 32, 4, 1, "ring") == costmodel.gpt_block_activations(64, 2, 32, 4)
     assert costmodel.sequence_parallel_activations(64, 2, 32, 4, 1, "megatron-sp") == costmodel.gpt_block_activations(64, 2, 32, 4)
+
+
+def test_an_unknown_method_or_layout_is_refused_and_changes_nothing():
+    from nnpar_lite.gpt import Block, GPTConfig
+    block = Block(GPTConfig(vocab_size=8, n_layer=1, n_head=2, n_embd=4))
+    core = block.attn.core
+    for bad in (dict(method="striped"), dict(layout="striped")):
+        with pytest.raises(ValueError, match="method must be one of .* and layout one of"):
+            cp.use_context_parallel(block, **bad)
+    assert block.attn.core is core

@@ -55,7 +55,7 @@ def ring_averaging_the_blocks(q, k, v):
 
 RIGHT = ex.ulysses_megabytes(**ex.ULYSSES)
 WRONG_ANSWERS = {
-    "10.1": [(RIGHT / 2, "forward pass only"), (RIGHT * 8, "s/N positions"), (2952.79, "Four all-to-alls")],
+    "10.1": [(RIGHT / 2, "forward pass only"), (RIGHT * 8, "s/N positions"), (2952.79, "Four tensors")],
     "10.2": [(2_097_152, "contiguous split"), (1_048_576, "diagonal block whole"), (262_144, "half of each")],
     "10.3": [(merge_by_averaging, "blocks of 3 and 4 keys"), (merge_without_the_maximum, "e^1000 overflows"),
              (merge_forgetting_the_lse, "blocks of 3 and 4 keys")],

@@ -23,8 +23,8 @@ def ulysses_megabytes(seq_len, batch, hidden, world_size, bytes_per_value) -> fl
 
 def _ulysses_wrong_answers() -> dict[float, tuple[str, str]]:
     right = ulysses_megabytes(**ULYSSES)
-    return {right / 2: ("That is the forward pass only: the backward pass runs the four all-to-alls again, reversed.",
-                        "这只是前向传播：反向传播会把四次全对全（all-to-all）反向再做一遍。"),
+    return {right / 2: ("That is the forward pass only: the backward pass runs the all-to-alls again, reversed.",
+                        "这只是前向传播：反向传播会把这些全对全（all-to-all）反向再做一遍。"),
             right * ULYSSES["world_size"]: (
                 "Each rank holds s/N positions: an all-to-all sends (N − 1)/N of *that*, not of the whole sequence.",
                 "每个 rank 只持有 s/N 个位置：一次全对全发送的是这部分的 (N − 1)/N，而不是整条序列的。")}
@@ -33,9 +33,10 @@ def _ulysses_wrong_answers() -> dict[float, tuple[str, str]]:
 register(Exercise(
     "10.1",
     lambda answer: check_number(answer, ulysses_megabytes(**ULYSSES), rel=1e-3, known=_ulysses_wrong_answers(), hint=(
-        "Four all-to-alls forward (q, k, v and the output), four backward; each sends (N − 1)/N of the rank's "
-        "b · (s/N) · h values, 2 bytes each.",
-        "前向四次全对全（q、k、v 与输出），反向四次；每次发送该 rank 的 b · (s/N) · h 个值中的 (N − 1)/N，每个值 2 字节。")),
+        "Four tensors of the rank's b · (s/N) · h values cross an all-to-all forward (q, k and v to the head split, "
+        "the output back) and four backward; of each, (N − 1)/N leaves the rank, 2 bytes a value.",
+        "前向有四个张量（q、k、v 换到注意力头切分，输出再换回来）经过全对全，反向也有四个；每个张量有该 rank 的 "
+        "b · (s/N) · h 个值，其中 (N − 1)/N 要发出去，每个值 2 字节。")),
     solution=round(ulysses_megabytes(**ULYSSES), 3),
     explanation=("8 · (N − 1)/N² · b s h · 2 bytes = 8 · 7/64 · 65,536 · 4,096 · 2 ≈ 469.8 MB. Ring attention sends "
                  "(6N − 4)/N · b s h · 2 ≈ 2,952.8 MB for the same block: six times as much, and Ulysses's share "

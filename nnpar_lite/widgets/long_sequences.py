@@ -16,7 +16,7 @@ from .sharding import readable_bytes
 METHODS = {"megatron-sp": "Megatron SP", "ring": "ring attention", "ulysses": "Ulysses"}
 MODELS = {"this chapter's block": dict(hidden=48, heads=12, batch=2, bytes_per_value=8),
           "width 4096, 32 heads, bf16": dict(hidden=4096, heads=32, batch=1, bytes_per_value=2)}
-MASKED, EMPTY = (0.85, 0.85, 0.85), (1.0, 1.0, 1.0)
+MASKED = (0.85, 0.85, 0.85)        # the grey of the future, under the causal mask
 
 
 def rank_colour(rank: int, faded: bool = False) -> tuple[float, float, float]:
