@@ -258,15 +258,14 @@ def sequence_parallel_activations(seq_len: int, batch: int, hidden: int, heads: 
         ring         v b s (16 h + a + 4) / N     every tensor holds s/N positions
         ulysses      v b s (17 h + a + 4) / N     attention's output exists twice: head-split, for its
                                                   backward, and sequence-split after the all-to-all
-        megatron-sp  v b s ((14 h + a + 4) / N + 2 h)   :func:`nnpar_lite.tensor_parallel.shard_gpt_block`
-                     keeps the all-gathered input of c_attn and c_fc whole (Megatron keeps the
-                     chunk and all-gathers again in backward: then 16 h / N, as :func:`training_memory`)"""
+        megatron-sp  v b s (16 h + a + 4) / N     the column-parallel layers keep their chunk of the
+                                                  input and all-gather it again in backward (Korthikanti
+                                                  et al. 2022, 4.2.2), as :func:`training_memory` books"""
     s, b, h, a, n = _sizes(seq_len, batch, hidden, heads, world_size)
-    split, whole = {"ring": (16 * h + a + 4, 0), "ulysses": (17 * h + a + 4, 0),     # per position: / N, and not
-                    "megatron-sp": (14 * h + a + 4, 2 * h) if n > 1 else (16 * h + a + 4, 0)}.get(method, (None, None))
-    if split is None:
+    per_position = {"ring": 16 * h + a + 4, "ulysses": 17 * h + a + 4, "megatron-sp": 16 * h + a + 4}.get(method)
+    if per_position is None:
         raise ValueError(f"method must be one of {SEQUENCE_METHODS}, got {method!r}")
-    return bytes_per_value * b * s * split / n + bytes_per_value * b * s * whole
+    return bytes_per_value * b * s * per_position / n
 
 
 def sequence_parallel_bytes(seq_len: int, batch: int, hidden: int, world_size: int, method: str, *,
@@ -281,14 +280,15 @@ def sequence_parallel_bytes(seq_len: int, batch: int, hidden: int, world_size: i
                      backward: the same, reversed                        4 (N − 1)/N · v b s h / N
         megatron-sp  forward: 2 all-gathers and 2 reduce-scatters        4 (N − 1)/N · v b s h
                      of the block's b s h activations;
-                     backward: each one's reverse                        4 (N − 1)/N · v b s h
+                     backward: each one's reverse, and the 2 inputs
+                     gathered again                                      6 (N − 1)/N · v b s h
 
     (Liu et al. 2023; Jacobs et al. 2023, section 3.2; Korthikanti et al. 2022, section 4.2.2.)"""
     s, b, h, _, n = _sizes(seq_len, batch, hidden, 1, world_size)
     whole = bytes_per_value * b * s * h
     passes = {"ring": (2 * (n - 1) / n, (2 * (n - 1) + 2 * n * (n > 1)) / n),
               "ulysses": (4 * (n - 1) / n / n, 4 * (n - 1) / n / n),
-              "megatron-sp": (4 * (n - 1) / n, 4 * (n - 1) / n)}
+              "megatron-sp": (4 * (n - 1) / n, 6 * (n - 1) / n)}
     if method not in passes:
         raise ValueError(f"method must be one of {SEQUENCE_METHODS}, got {method!r}")
     forward, backward = (whole * share for share in passes[method])
