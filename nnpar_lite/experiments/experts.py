@@ -20,6 +20,7 @@ from ..data import corpus_batches
 from ..expert_parallel import (ExpertParallelMoE, MoE, average_gradients, aux_loss, expert_parallel_gpt, moe_gpt,
                                named_parameters_as_in_one_process, route, run_experts)
 from ..gpt import corpus_config, lm_loss
+from ..util import one_thread
 from .sharding import first_ranks
 
 
@@ -126,15 +127,16 @@ def against_one_process(rank: int, world_size: int, config: dict) -> dict | None
 
 # ------------------------------------------------------------ what the all-to-alls send
 def traffic(rank: int, world_size: int, config: dict) -> dict | None:
-    """One forward and backward of an ExpertParallelMoE (float32) on the first N ranks, every
+    """One forward and backward of an ExpertParallelMoE (float64) on the first N ranks, every
     collective logged: each all-to-all's bytes sent, beside the rows this rank routed to
     experts of other ranks and what the layer's routing says."""
     group, rank, n = first_ranks(config, rank, world_size)
     if rank is None:
         return None
-    moe = MoE(config["d"], 2 * config["d"], config["E"], top_k=config["k"], capacity_factor=config.get("cf"), seed=0)
+    moe = MoE(config["d"], 2 * config["d"], config["E"], top_k=config["k"], capacity_factor=config.get("cf"),
+              seed=0).double()
     ep = ExpertParallelMoE(moe, group=group)
-    x = torch.randn(config["tokens"], config["d"], generator=torch.Generator().manual_seed(rank))
+    x = torch.randn(config["tokens"], config["d"], generator=torch.Generator().manual_seed(rank), dtype=torch.float64)
     with count_communication() as log:
         ep(x).square().sum().backward()
     routing = ep.routing
@@ -208,15 +210,16 @@ def balance_run(config: dict, alpha: float) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
     layers = [m for m in model.modules() if isinstance(m, MoE)]
     history = {"wanted": [], "load": [], "dropped": [], "loss": []}
-    for idx, targets in corpus_batches(config["batch"], config["sizes"]["block_size"], config["steps"], seed=1):
-        loss = lm_loss(model(idx), targets)
-        opt.zero_grad()
-        (loss + alpha * aux_loss(model)).backward()
-        opt.step()
-        history["wanted"].append([m.routing.wanted(config["experts"]).tolist() for m in layers])
-        history["load"].append([m.routing.load(config["experts"]).tolist() for m in layers])
-        history["dropped"].append([m.routing.dropped for m in layers])
-        history["loss"].append(loss.item())
+    with one_thread():
+        for idx, targets in corpus_batches(config["batch"], config["sizes"]["block_size"], config["steps"], seed=1):
+            loss = lm_loss(model(idx), targets)
+            opt.zero_grad()
+            (loss + alpha * aux_loss(model)).backward()
+            opt.step()
+            history["wanted"].append([m.routing.wanted(config["experts"]).tolist() for m in layers])
+            history["load"].append([m.routing.load(config["experts"]).tolist() for m in layers])
+            history["dropped"].append([m.routing.dropped for m in layers])
+            history["loss"].append(loss.item())
     return dict(history, alpha=alpha, capacity=layers[0].routing.capacity,
                 assignments=config["batch"] * config["sizes"]["block_size"] * config["k"])
 
@@ -229,15 +232,15 @@ def skewed_router(rank: int, world_size: int, config: dict) -> dict | None:
     if rank is None:
         return None
     d, repeats = config["d"], config.get("repeats", 5)
-    moe = MoE(d, 4 * d, config["E"], top_k=config["k"], seed=0)
+    moe = MoE(d, 4 * d, config["E"], top_k=config["k"], seed=0).double()
     with torch.no_grad():
         moe.gate.weight[0, 0] = config["skew"]
     ep = ExpertParallelMoE(moe, group=group)
-    x = torch.randn(config["tokens"], d, generator=torch.Generator().manual_seed(rank))
+    x = torch.randn(config["tokens"], d, generator=torch.Generator().manual_seed(rank), dtype=torch.float64)
     x[:, 0] = 1.0
     with torch.no_grad():
         ep(x)
-        rows = torch.randn(int(ep.received.sum()), d)
+        rows = torch.randn(int(ep.received.sum()), d, dtype=torch.float64)
         start = time.perf_counter()
         for _ in range(repeats):
             run_experts(ep.local_experts, rows, ep.received)
@@ -256,15 +259,13 @@ def routing_table(grid: dict = WIDGET_GRID) -> list[dict]:
     what each expert was chosen for and took (summed over the ranks), the assignments dropped,
     and the bytes each rank sends in one all-to-all (rows to other ranks · d · bytes)."""
     rows = []
-    for E in grid["experts"]:
-        for skew in grid["skews"]:
-            g = torch.Generator().manual_seed(0)
-            logits = torch.randn(grid["tokens"], E, generator=g, dtype=torch.float64) \
-                + skew * (1 - torch.arange(E, dtype=torch.float64) / E)
-            for k in grid["top_k"]:
-                for cf in grid["factors"]:
-                    for n in (n for n in grid["ranks"] if E % n == 0):
-                        rows.append(_routed(logits, dict(E=E, k=k, cf=cf, N=n, skew=skew), grid))
+    with one_thread():
+        for E in grid["experts"]:
+            for skew in grid["skews"]:
+                logits = torch.randn(grid["tokens"], E, generator=torch.Generator().manual_seed(0),
+                                     dtype=torch.float64) + skew * (1 - torch.arange(E, dtype=torch.float64) / E)
+                rows += [_routed(logits, dict(E=E, k=k, cf=cf, N=n, skew=skew), grid) for k in grid["top_k"]
+                         for cf in grid["factors"] for n in grid["ranks"] if E % n == 0]
     return rows
 
 
@@ -284,3 +285,16 @@ def _routed(logits: torch.Tensor, setting: dict, grid: dict) -> dict:
                 capacity=None if setting["cf"] is None else costmodel.expert_capacity(len(logits) // n, k, E,
                                                                                        setting["cf"]),
                 sent=sent, balanced=balanced)
+
+
+def dispatch_example(tokens: tuple = (5, 4, 3), num_experts: int = 6, top_k: int = 2, capacity_factor: float = 1.0,
+                     seed: int = 0) -> dict:
+    """A routing small enough to draw: a MoE's gate routes each rank's tokens (rank r holds
+    ``tokens[r]`` of them; capacity counted on each rank's own): N, E and, per rank, each
+    token's chosen experts and whether each choice was kept."""
+    moe = MoE(8, 8, num_experts, top_k=top_k, capacity_factor=capacity_factor, seed=seed)
+    ranks = []
+    for r, count in enumerate(tokens):
+        routing = moe.route(torch.randn(count, 8, generator=torch.Generator().manual_seed(seed + r)))
+        ranks.append([(e.tolist(), k.tolist()) for e, k in zip(routing.experts, routing.kept)])
+    return {"N": len(tokens), "E": num_experts, "ranks": ranks}
