@@ -230,7 +230,7 @@ def training_memory(num_params: float, *, precision: str = "fp32", optimizer: st
 # et al. (GShard, ICLR 2021) for capacity; expert parallelism puts E/N experts on each of N ranks.
 def expert_capacity(tokens: int, top_k: int, num_experts: int, capacity_factor: float) -> int:
     """C = ⌈capacity_factor · T · k / E⌉: the most tokens one expert takes from a batch of T
-    tokens (Switch Transformer, eq. 4, with k choices per token). The product is rounded to 9
+    tokens (Switch Transformer, eq. 3, with k choices per token). The product is rounded to 9
     decimals before the ceiling, so that 1.1 · 1000 · 2 / 8 gives 275, not 276."""
     t, k = _positive_int("tokens", tokens, minimum=0), _positive_int("top_k", top_k)
     e = _positive_int("num_experts", num_experts)

@@ -17,6 +17,7 @@ import torch
 from .. import costmodel
 from ..collectives import count_communication
 from ..data import corpus_batches
+from ..formulas import sgd_step
 from ..expert_parallel import (ExpertParallelMoE, MoE, average_gradients, aux_loss, expert_parallel_gpt, moe_gpt,
                                named_parameters_as_in_one_process, route, run_experts)
 from ..gpt import corpus_config, lm_loss
@@ -31,7 +32,7 @@ def moe_by_a_loop(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     tokens = x.reshape(-1, moe.d_model)
     logits = moe.gate(tokens)
     k, num_experts = moe.top_k, moe.num_experts
-    choices = [sorted(range(num_experts), key=lambda e: -float(row[e]))[:k] for row in logits]
+    choices = [sorted(range(num_experts), key=lambda e: -float(row[e]))[:k] for row in logits.detach()]
     capacity = (len(tokens) * k if moe.capacity_factor is None
                 else costmodel.expert_capacity(len(tokens), k, num_experts, moe.capacity_factor))
     taken, kept = [0] * num_experts, set()
@@ -160,6 +161,18 @@ def _batches(config: dict, world_size: int) -> list:
     return corpus_batches(config["batch"] * world_size, config["sizes"]["block_size"], config["steps"], seed=2)
 
 
+@torch.no_grad()
+def sgd_update(model: torch.nn.Module, lr: float) -> None:
+    """The article's step θ ← θ − η g (:func:`nnpar_lite.formulas.sgd_step`) on every parameter
+    that has a gradient (an expert no token reached has none, and keeps its weights), then
+    the gradients cleared. (Written out rather than torch.optim.SGD, whose first use in a
+    fresh process imports torch's compiler: seconds.)"""
+    used = [p for p in model.parameters() if p.grad is not None]
+    sgd_step(used, [p.grad for p in used], lr, out=used)
+    for p in used:
+        p.grad = None
+
+
 def train_expert_parallel(rank: int, world_size: int, config: dict) -> dict | None:
     """Expert × data parallelism on the first N ranks: rank r trains on rows [r·b, (r+1)·b) of
     each global batch, loss lm + α·aux, SGD; gradients by :func:`average_gradients`. Returns
@@ -168,14 +181,12 @@ def train_expert_parallel(rank: int, world_size: int, config: dict) -> dict | No
     if rank is None:
         return None
     model = expert_parallel_gpt(_model(config), group=group)
-    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     losses, b = [], config["batch"]
     for idx, targets in _batches(config, n):
         loss = lm_loss(model(idx[rank * b:(rank + 1) * b]), targets[rank * b:(rank + 1) * b])
-        opt.zero_grad()
         (loss + config["alpha"] * aux_loss(model)).backward()
         average_gradients(model, group=group)
-        opt.step()
+        sgd_update(model, config["lr"])
         losses.append(loss.item())
     return {"losses": losses, "params": {k: p.detach().clone() for k, p in named_parameters_as_in_one_process(model)}}
 
@@ -184,15 +195,14 @@ def train_one_process(config: dict, world_size: int) -> dict:
     """The reference: the unsplit MoE GPT in one process, loss 1/N Σ_r (lm_r + α·aux_r) over the
     N ranks' rows of each batch, each run apart (capacity counts each rank's tokens), SGD."""
     model = _model(config)
-    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     b, losses = config["batch"], []
-    for idx, targets in _batches(config, world_size):
-        opt.zero_grad()
-        for r in range(world_size):
-            loss = lm_loss(model(idx[r * b:(r + 1) * b]), targets[r * b:(r + 1) * b])
-            ((loss + config["alpha"] * aux_loss(model)) / world_size).backward()
-            losses.append(loss.item())
-        opt.step()
+    with one_thread():
+        for idx, targets in _batches(config, world_size):
+            for r in range(world_size):
+                loss = lm_loss(model(idx[r * b:(r + 1) * b]), targets[r * b:(r + 1) * b])
+                ((loss + config["alpha"] * aux_loss(model)) / world_size).backward()
+                losses.append(loss.item())
+            sgd_update(model, config["lr"])
     return {"losses": losses, "params": {k: p.detach().clone() for k, p in model.named_parameters()}}
 
 
