@@ -302,9 +302,9 @@ def dispatch_example(tokens: tuple = (5, 4, 3), num_experts: int = 6, top_k: int
     """A routing small enough to draw: a MoE's gate routes each rank's tokens (rank r holds
     ``tokens[r]`` of them; capacity counted on each rank's own): N, E and, per rank, each
     token's chosen experts and whether each choice was kept."""
-    moe = MoE(8, 8, num_experts, top_k=top_k, capacity_factor=capacity_factor, seed=seed)
+    moe = MoE(8, 8, num_experts, top_k=top_k, capacity_factor=capacity_factor, seed=seed).double()
     ranks = []
     for r, count in enumerate(tokens):
-        routing = moe.route(torch.randn(count, 8, generator=torch.Generator().manual_seed(seed + r)))
+        routing = moe.route(torch.randn(count, 8, generator=torch.Generator().manual_seed(seed + r), dtype=torch.float64))
         ranks.append([(e.tolist(), k.tolist()) for e, k in zip(routing.experts, routing.kept)])
     return {"N": len(tokens), "E": num_experts, "ranks": ranks}
