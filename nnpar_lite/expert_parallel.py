@@ -10,9 +10,10 @@ A *mixture-of-experts* (MoE) layer replaces one MLP by E of them, the *experts*,
 
 This is Mixtral's rule (Jiang et al. 2024, "Mixtral of Experts", eq. 1 and 2); GShard's top-2
 (Lepikhin et al., ICLR 2021) normalises the two chosen probabilities the same way, but sends a
-token to its second expert only at random, in proportion to its weight. The Switch Transformer (Fedus et al., JMLR 2022) routes each token to one
-expert and weighs it by p_i = softmax(all E logits)_i, not renormalised: ``rule="switch"``
-(for k > 1, the k chosen probabilities as they are). With Mixtral's rule and k = 1 the weight
+token to its second expert only at random, in proportion to its weight. The Switch
+Transformer (Fedus et al., JMLR 2022) routes each token to one expert and weighs it by
+p_i = softmax(all E logits)_i, not renormalised: ``rule="switch"`` (for k > 1, the k chosen
+probabilities as they are). With Mixtral's rule and k = 1 the weight
 is always 1, and the gate learns nothing from the loss; with Switch's it is p_i < 1.
 
 Each token costs the compute of k experts, whatever E: E multiplies the parameters, not the

@@ -101,7 +101,8 @@ def _as_lists(value):
 def check_dispatch(fn) -> bool:
     """Your ``fn(experts, kept, num_experts, world_size)`` must return (the token of each row
     of the send buffer, the rows for each rank); run on cases you do not see."""
-    return report(run_cases(fn, package_dispatch, DISPATCH_CASES), same=lambda got, expected: _as_lists(got) == expected,
+    results = run_cases(fn, package_dispatch, DISPATCH_CASES)
+    return report(results, same=lambda got, expected: _as_lists(got) == expected,
                   hint=("Keep the assignments whose kept is True; sort them by expert, and for one expert by token; "
                         "rank r's rows are those of experts r·E/N … (r+1)·E/N − 1, so send_counts "
                         "has N numbers, not E.",

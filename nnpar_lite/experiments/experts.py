@@ -305,6 +305,7 @@ def dispatch_example(tokens: tuple = (5, 4, 3), num_experts: int = 6, top_k: int
     moe = MoE(8, 8, num_experts, top_k=top_k, capacity_factor=capacity_factor, seed=seed).double()
     ranks = []
     for r, count in enumerate(tokens):
-        routing = moe.route(torch.randn(count, 8, generator=torch.Generator().manual_seed(seed + r), dtype=torch.float64))
+        x = torch.randn(count, 8, generator=torch.Generator().manual_seed(seed + r), dtype=torch.float64)
+        routing = moe.route(x)
         ranks.append([(e.tolist(), k.tolist()) for e, k in zip(routing.experts, routing.kept)])
     return {"N": len(tokens), "E": num_experts, "ranks": ranks}

@@ -174,7 +174,8 @@ def routing_figure(table, experts: int = 8, top_k: int = 2, capacity_factor=1.25
     right.legend(fontsize=8)
     right.set_title(f"d = {WIDGET_GRID['d_model']:,}, bf16", fontsize=9)
     fig.tight_layout()
-    print(f"dropped {row['dropped']:,} of {row['assignments']:,} assignments ({100 * row['dropped'] / row['assignments']:.1f} %);"
+    share = 100 * row["dropped"] / row["assignments"]
+    print(f"dropped {row['dropped']:,} of {row['assignments']:,} assignments ({share:.1f} %);"
           f" busiest expert {max(row['load']):,} tokens, mean {sum(row['load']) / experts:,.0f}; most sent by a rank "
           f"{max(mib):.2f} MiB, balanced formula {row['balanced'] / 2 ** 20:.2f} MiB")
     return fig
