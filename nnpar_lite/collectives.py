@@ -256,7 +256,8 @@ def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = N
 
 
 # ============================================================ differentiable, along a dimension
-def _gather(x: torch.Tensor, dim: int, group) -> torch.Tensor:
+def all_gather_dim(x: torch.Tensor, dim: int, *, group=None) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along ``dim`` (equal sizes), outside autograd."""
     world = dist.get_world_size(group)
     moved = x.movedim(dim, 0).contiguous()
     out = moved.new_empty((world * moved.shape[0], *moved.shape[1:]))
@@ -264,7 +265,8 @@ def _gather(x: torch.Tensor, dim: int, group) -> torch.Tensor:
     return out.movedim(0, dim)
 
 
-def _reduce_scatter(x: torch.Tensor, dim: int, group) -> torch.Tensor:
+def reduce_scatter_dim(x: torch.Tensor, dim: int, *, group=None) -> torch.Tensor:
+    """Σ_ranks x, rank r keeping slice r along ``dim``, outside autograd."""
     world = dist.get_world_size(group)
     if x.shape[dim] % world:
         raise ValueError(f"reduce-scatter along dim {dim}: size {x.shape[dim]} does not divide by the {world} ranks")
@@ -278,22 +280,22 @@ class _GatherAlong(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim, group):
         ctx.dim, ctx.group = dim, group
-        return _gather(x, dim, group)
+        return all_gather_dim(x, dim, group=group)
 
     @staticmethod
     def backward(ctx, grad):
-        return _reduce_scatter(grad, ctx.dim, ctx.group), None, None
+        return reduce_scatter_dim(grad, ctx.dim, group=ctx.group), None, None
 
 
 class _ReduceScatterAlong(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim, group):
         ctx.dim, ctx.group = dim, group
-        return _reduce_scatter(x, dim, group)
+        return reduce_scatter_dim(x, dim, group=group)
 
     @staticmethod
     def backward(ctx, grad):
-        return _gather(grad, ctx.dim, ctx.group), None, None
+        return all_gather_dim(grad, ctx.dim, group=ctx.group), None, None
 
 
 def gather_along(x: torch.Tensor, dim: int, *, group=None) -> torch.Tensor:

@@ -224,6 +224,139 @@ def training_memory(num_params: float, *, precision: str = "fp32", optimizer: st
     return memory
 
 
+# ------------------------------------------------------------- long sequences (chapter 10)
+# s: sequence length, b: batch, h: hidden width (n_embd), a: heads, N: ranks sharing one
+# sequence, v: bytes per value. Per rank and per transformer block (a "layer").
+SEQUENCE_METHODS = ("megatron-sp", "ring", "ulysses")
+
+
+def _sizes(seq_len, batch, hidden, heads, world_size) -> tuple[int, int, int, int, int]:
+    return tuple(_positive_int(name, value) for name, value in (
+        ("seq_len", seq_len), ("batch", batch), ("hidden", hidden), ("heads", heads), ("world_size", world_size)))
+
+
+def gpt_block_activations(seq_len: int, batch: int, hidden: int, heads: int, *, bytes_per_value: int = 4,
+                          fused_attention: bool = True) -> float:
+    """Bytes one block of the workbook's GPT (:mod:`nnpar_lite.gpt`) keeps for its backward pass:
+
+        v · b · s · (16 h + a + 4)                      with a fused attention kernel
+        + v · a · s² · b                                without it (the softmax's s × s per head)
+
+    16 h: the block's input and ln_1's output (2 h), q, k, v (3 h), attention's output (h; joining
+    the heads is a view of it), the residual sum and ln_2's output (2 h), the MLP's 4h-wide
+    input and output of GELU (8 h); a: one log-sum-exp per head and position; 4: each LayerNorm's
+    mean and 1/σ. (Korthikanti et al. 2022 count s b h (34 + 5 a s / h) bytes for GPT-3's layer
+    in 16-bit with dropout; the s² term is what fused kernels and ring attention never store.)"""
+    s, b, h, a, _ = _sizes(seq_len, batch, hidden, heads, 1)
+    return bytes_per_value * (b * s * (16 * h + a + 4) + (0 if fused_attention else a * s * s * b))
+
+
+def sequence_parallel_activations(seq_len: int, batch: int, hidden: int, heads: int, world_size: int,
+                                  method: str, *, bytes_per_value: int = 4) -> float:
+    """Bytes per rank a block keeps when N ranks share each sequence (fused attention):
+
+        ring         v b s (16 h + a + 4) / N     every tensor holds s/N positions
+        ulysses      v b s (17 h + a + 4) / N     attention's output exists twice: head-split, for its
+                                                  backward, and sequence-split after the all-to-all
+        megatron-sp  v b s (16 h + a + 4) / N     the column-parallel layers keep their chunk of the
+                                                  input and all-gather it again in backward (Korthikanti
+                                                  et al. 2022, 4.2.2), as :func:`training_memory` books"""
+    s, b, h, a, n = _sizes(seq_len, batch, hidden, heads, world_size)
+    per_position = {"ring": 16 * h + a + 4, "ulysses": 17 * h + a + 4, "megatron-sp": 16 * h + a + 4}.get(method)
+    if per_position is None:
+        raise ValueError(f"method must be one of {SEQUENCE_METHODS}, got {method!r}")
+    return bytes_per_value * b * s * per_position / n
+
+
+def sequence_parallel_bytes(seq_len: int, batch: int, hidden: int, world_size: int, method: str, *,
+                            bytes_per_value: int = 4) -> dict[str, float]:
+    """Bytes one rank sends per block, forward and backward, when N ranks share each sequence:
+
+        ring         forward: K and V blocks pass N − 1 times            2 (N − 1) · v b s h / N
+                     backward: K, V again N − 1 times, dK, dV N times    (2 (N − 1) + 2 N) · v b s h / N
+        ulysses      forward: q, k, v to the head split, the output      4 (N − 1)/N · v b s h / N
+                     back: four tensors of the rank's s/N positions
+                     cross an all-to-all, (N − 1)/N of each sent;
+                     backward: the same, reversed                        4 (N − 1)/N · v b s h / N
+        megatron-sp  forward: 2 all-gathers and 2 reduce-scatters        4 (N − 1)/N · v b s h
+                     of the block's b s h activations;
+                     backward: each one's reverse, and the 2 inputs
+                     gathered again                                      6 (N − 1)/N · v b s h
+
+    (Liu et al. 2023; Jacobs et al. 2023, section 3.2; Korthikanti et al. 2022, section 4.2.2.)"""
+    s, b, h, _, n = _sizes(seq_len, batch, hidden, 1, world_size)
+    whole = bytes_per_value * b * s * h
+    passes = {"ring": (2 * (n - 1) / n, (2 * (n - 1) + 2 * n * (n > 1)) / n),
+              "ulysses": (4 * (n - 1) / n / n, 4 * (n - 1) / n / n),
+              "megatron-sp": (4 * (n - 1) / n, 6 * (n - 1) / n)}
+    if method not in passes:
+        raise ValueError(f"method must be one of {SEQUENCE_METHODS}, got {method!r}")
+    forward, backward = (whole * share for share in passes[method])
+    return {"forward": forward, "backward": backward, "total": forward + backward}
+
+
+def causal_ring_work(seq_len: int, world_size: int, layout: str = "contiguous") -> list[float]:
+    """Attention scores each rank computes in causal ring attention, skipping the parts of a
+    block that lie wholly in the future, with c = s / N positions per rank:
+
+        contiguous   rank r: (r + 1) · c²       the last rank works N times as much as the first
+        zigzag       every rank: (N + 1)/2 · c²  its diagonal block whole, half of each other one"""
+    s, _, _, _, n = _sizes(seq_len, 1, 1, 1, world_size)
+    c = s / n
+    if layout == "contiguous":
+        return [(r + 1) * c * c for r in range(n)]
+    if layout == "zigzag":
+        return [(n + 1) / 2 * c * c for _ in range(n)]
+    raise ValueError(f"layout must be 'contiguous' or 'zigzag', got {layout!r}")
+
+
+# ------------------------------------------------- mixture of experts (chapter 11)
+# A layer of E experts, each a two-layer MLP d → h → d, behind a gate (a d × E matrix); each
+# token goes to k of the experts. Fedus et al. (Switch Transformer, JMLR 2022) and Lepikhin
+# et al. (GShard, ICLR 2021) for capacity; expert parallelism puts E/N experts on each of N ranks.
+def expert_capacity(tokens: int, top_k: int, num_experts: int, capacity_factor: float) -> int:
+    """C = ⌈capacity_factor · T · k / E⌉: the most tokens one expert takes from a batch of T
+    tokens (Switch Transformer, eq. 3, with k choices per token). The product is rounded to 9
+    decimals before the ceiling, so that 1.1 · 1000 · 2 / 8 gives 275, not 276."""
+    t, k = _positive_int("tokens", tokens, minimum=0), _positive_int("top_k", top_k)
+    e = _positive_int("num_experts", num_experts)
+    if isinstance(capacity_factor, bool) or not isinstance(capacity_factor, (int, float)) or not capacity_factor > 0 \
+            or capacity_factor == float("inf"):
+        raise ValueError(f"capacity_factor must be a finite number > 0, got {capacity_factor!r}")
+    import math
+    return math.ceil(round(capacity_factor * t * k / e, 9))
+
+
+def moe_parameters(d_model: int, d_hidden: int, num_experts: int) -> int:
+    """Weights of a MoE layer: the gate's d·E, and E experts of 2·d·h + h + d (two matrices,
+    two biases). E times one MLP's, plus the gate."""
+    d, h, e = (_positive_int(n, v) for n, v in (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts)))
+    return d * e + e * (2 * d * h + h + d)
+
+
+def moe_active_parameters(d_model: int, d_hidden: int, num_experts: int, top_k: int) -> int:
+    """Weights one token multiplies by: the whole gate (d·E) and k of the E experts. The
+    compute per token, about 2 operations per weight, follows k, not E."""
+    d, h, e = (_positive_int(n, v) for n, v in (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts)))
+    if not 1 <= _positive_int("top_k", top_k) <= e:
+        raise ValueError(f"top_k must be between 1 and num_experts = {e}, got {top_k}")
+    return d * e + top_k * (2 * d * h + h + d)
+
+
+def expert_all_to_all_bytes(tokens: int, top_k: int, d_model: int, world_size: int,
+                            bytes_per_element: int = 4) -> float:
+    """Bytes one rank sends in one all-to-all of expert parallelism when the routing is
+    balanced and nothing is dropped: each of its T tokens goes to k experts, a fraction
+    (N − 1)/N of them on other ranks, d numbers each:
+
+        T · k · (N − 1)/N · d · bytes
+
+    The dispatch sends this, the combine sends as much back; backward repeats both."""
+    t, k = _positive_int("tokens", tokens, minimum=0), _positive_int("top_k", top_k)
+    d, n = _positive_int("d_model", d_model), _positive_int("world_size", world_size)
+    return t * k * (n - 1) / n * d * _positive_int("bytes_per_element", bytes_per_element)
+
+
 # ------------------------------------------- the capstone: a GPT on a dp × tp × pp mesh
 # Exact counts for chapter 12's tiny GPT (nnpar_lite.gpt), one rank of the mesh: what it holds
 # and what it sends per training step, in float32 (4 bytes a value). The whole-model
@@ -283,9 +416,8 @@ def gpt_block_activation_values(batch: int, seq: int, n_embd: int, n_head: int, 
     whole on every rank: the inputs and outputs of the two LayerNorms (4 b s h) and their
     means and reciprocal standard deviations (4 b s); split by t: q, k and v (3), the
     attention's output (1), the MLP's 4h-wide input to GELU (4) and its output (4), and the
-    attention kernel's log-sum-exp per head and position (a b s / t). (Korthikanti et al.
-    2022 count 34 s b h + 5 a s² b bytes for GPT-3 in half precision with dropout and the
-    s × s attention matrix, which the fused kernel never stores.)"""
+    attention kernel's log-sum-exp per head and position (a b s / t). With t = 1 it is
+    chapter 10's :func:`gpt_block_activations` in values: b s (16 h + a + 4)."""
     b, s, h, t = batch, seq, n_embd, _positive_int("tp", tp)
     return 4 * b * s * h + 4 * b * s + 12 * b * s * h // t + n_head * b * s // t
 

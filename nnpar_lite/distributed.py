@@ -105,7 +105,9 @@ def launch(fn: Callable[..., Any], world_size: int, *args: Any, backend: str | N
             results.join_thread()
 
 
-PRELOAD = ["torch", "torch.distributed", "torch.nn.functional", "nnpar_lite"]
+# What the server imports once for every rank it forks. torch._dynamo too: the first optimizer a
+# process creates imports it (with sympy), about a second per rank, several when ranks share cores.
+PRELOAD = ["torch", "torch.distributed", "torch.nn.functional", "torch._dynamo", "nnpar_lite"]
 
 
 def _context():

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .collectives import copy_back, flatten, gather_along, reduce_scatter_along
+from .collectives import all_gather_dim, copy_back, flatten, reduce_scatter_along, reduce_scatter_dim
 from .util import even_bounds, whole_number
 
 
@@ -126,8 +126,10 @@ class ColumnParallelLinear(torch.nn.Module):
 
     f is Megatron's copy (identity forward, all-reduce of the input's gradient backward); with
     ``sequence_parallel`` it is an all-gather of the sequence chunks (dim 1) forward and a
-    reduce-scatter backward (Korthikanti et al. 2022). ``rows`` says which rows of the full
-    weight this shard holds, so a test can compare it with the unsplit layer."""
+    reduce-scatter backward (Korthikanti et al. 2022), and the layer keeps only this rank's
+    chunk of its input for the backward pass, gathering it again there
+    (:class:`GatheredLinear`). ``rows`` says which rows of the full weight this shard holds, so a
+    test can compare it with the unsplit layer."""
 
     def __init__(self, full: torch.nn.Linear, rows: torch.Tensor, *, group=None, sequence_parallel: bool = False):
         super().__init__()
@@ -136,8 +138,35 @@ class ColumnParallelLinear(torch.nn.Module):
         self.bias = None if full.bias is None else torch.nn.Parameter(full.bias.detach()[rows].clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = gather_along(x, 1, group=self.group) if self.sequence_parallel else CopyToWorkers.apply(x, self.group)
-        return F.linear(x, self.weight, self.bias)
+        if self.sequence_parallel:
+            return GatheredLinear.apply(x, self.weight, self.bias, self.group)
+        return F.linear(CopyToWorkers.apply(x, self.group), self.weight, self.bias)
+
+
+class GatheredLinear(torch.autograd.Function):
+    """y = all-gather(x_r) Wᵀ + b along the sequence, keeping only the chunk x_r for backward:
+
+        forward:  x = [x_0; …; x_{N−1}] (all-gather), y = x Wᵀ + b          keeps x_r, s/N positions
+        backward: x gathered again; dW = dyᵀ x, db = Σ dy, dx_r = reduce-scatter(dy W)
+
+    What Korthikanti et al. (2022, section 4.2.2) do: an autograd that kept the gathered x would
+    hold N times this rank's share of the layer's input; one more all-gather in the backward
+    pass (which Megatron overlaps with computing dx) keeps the activations split by N."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, group):
+        ctx.save_for_backward(x, weight)
+        ctx.group, ctx.has_bias = group, bias is not None
+        return F.linear(all_gather_dim(x, 1, group=group), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        whole = all_gather_dim(x, 1, group=ctx.group)                 # gathered again
+        grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ whole.reshape(-1, whole.shape[-1])
+        grad_bias = grad.sum(dim=tuple(range(grad.dim() - 1))) if ctx.has_bias else None
+        grad_x = reduce_scatter_dim(grad @ weight, 1, group=ctx.group)
+        return grad_x, grad_weight, grad_bias, None
 
 
 class RowParallelLinear(torch.nn.Module):

@@ -22,8 +22,10 @@ def test_tensor_parallelism_runs_two_all_reduces_forward_and_two_backward():
 
 
 def test_sequence_parallelism_turns_them_into_all_gathers_and_reduce_scatters():
+    """Backward: each row-parallel layer's all-gather, each column-parallel layer's input gathered
+    again (it kept its chunk only) and its input gradient reduce-scattered."""
     ops = launch(block_against_unsplit, 2, True)[0]["ops"]
-    assert ops == ["all_gather", "reduce_scatter"] * 2 + ["all_gather", "reduce_scatter"] * 2
+    assert ops == ["all_gather", "reduce_scatter"] * 2 + ["all_gather", "all_gather", "reduce_scatter"] * 2
 
 
 def test_heads_that_do_not_divide_are_refused_naming_both_numbers():

@@ -1,0 +1,218 @@
+"""Chapter 10: why attention's activations grow with the sequence, the ring's K/V rotation step
+by step, the causal mask under the contiguous and zigzag splits with the work per rank, and a
+calculator (method × ranks × sequence length → activation memory per rank and bytes sent per
+block) with the points this chapter measured."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import FuncFormatter
+
+from .. import costmodel
+from . import interactive_figure
+from .sharding import readable_bytes
+
+METHODS = {"megatron-sp": "Megatron SP", "ring": "ring attention", "ulysses": "Ulysses"}
+MODELS = {"this chapter's block": dict(hidden=48, heads=12, batch=2, bytes_per_value=8),
+          "width 4096, 32 heads, bf16": dict(hidden=4096, heads=32, batch=1, bytes_per_value=2)}
+MASKED = (0.85, 0.85, 0.85)        # the grey of the future, under the causal mask
+
+
+def rank_colour(rank: int, faded: bool = False) -> tuple[float, float, float]:
+    colour = np.array(plt.get_cmap("tab10")(rank % 10)[:3])
+    return tuple(1 - 0.3 * (1 - colour)) if faded else tuple(colour)
+
+
+# ============================================================ activations grow with s
+def activation_growth_figure(rows: list[dict]):
+    """Bytes one block keeps for backward against the sequence length (log-log): measured dots
+    (``rows``: seq_len, kept, attention), the formulas of costmodel as lines."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    grid = np.geomspace(16, 1024, 30)
+    size = MODELS["this chapter's block"]
+    lines = {"formula": ("attention written out: keeps the s × s softmax", "C3",
+                         lambda s: costmodel.gpt_block_activations(s, fused_attention=False, **size)),
+             "fused": ("fused attention kernel, one rank", "C0", lambda s: costmodel.gpt_block_activations(s, **size)),
+             "ring": ("ring attention, per rank of 4", "C2", lambda s: costmodel.sequence_parallel_activations(
+                 s, size["batch"], size["hidden"], size["heads"], 4, "ring", bytes_per_value=size["bytes_per_value"]))}
+    for key, (label, colour, formula) in lines.items():
+        ax.loglog(grid, [formula(int(s)) for s in grid], color=colour, label=label)
+        points = [r for r in rows if r["attention"] == key]
+        ax.plot([r["seq_len"] for r in points], [r["kept"] for r in points], "o", color=colour, mfc="none", mew=1.5)
+    ax.plot([], [], "o", color="k", mfc="none", label="measured here (saved-tensor hooks)")
+    ax.minorticks_off()
+    ax.set_xlabel("sequence length s")
+    ax.set_ylabel("bytes kept for backward")
+    ax.set_title("one block of this chapter's GPT (width 48, 12 heads, batch 2, float64)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ============================================================ the ring, step by step
+def _schedule_image(schedule: list[list[dict]], seq_len: int, upto: int, causal: bool = True,
+                    fade: bool = True) -> np.ndarray:
+    """An s × s picture (queries down, keys across): the scores computed at step ``upto`` in the
+    colour of the rank that computes them, those of earlier steps faded (``fade``), the future grey."""
+    image = np.ones((seq_len, seq_len, 3))
+    if causal:
+        image[np.triu(np.ones((seq_len, seq_len), dtype=bool), 1)] = MASKED
+    for step, plan in enumerate(schedule[:upto + 1]):
+        for rank, block in enumerate(plan):
+            q, k = np.array(block["queries"], dtype=int), np.array(block["keys"], dtype=int)
+            if len(q) and len(k):
+                seen = (k[None, :] <= q[:, None]) if causal else np.ones((len(q), len(k)), dtype=bool)
+                rows, cols = np.nonzero(seen)
+                image[q[rows], k[cols]] = rank_colour(rank, faded=fade and step < upto)
+    return image
+
+
+def ring_rotation_figure(schedule: list[list[dict]], seq_len: int, causal: bool = True):
+    """One panel per step of the ring: which scores each rank computes (its colour), with the
+    K/V block it holds at that step (rank r holds rank (r − step) mod N's block)."""
+    world = len(schedule[0])
+    fig, axes = plt.subplots(1, len(schedule), figsize=(2.4 * len(schedule), 2.9))
+    for step, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(_schedule_image(schedule, seq_len, step, causal), interpolation="nearest")
+        held = ", ".join(f"{r}←{schedule[step][r]['source']}" for r in range(world))
+        ax.set_title(f"step {step}\nrank←K/V of: {held}", fontsize=7.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("keys →", fontsize=7)
+    np.atleast_1d(axes)[0].set_ylabel("queries ↓", fontsize=7)
+    fig.suptitle("ring attention, contiguous split: each rank's queries meet one K/V block per step "
+                 "(faded: earlier steps; grey: the future, masked)", fontsize=8.5)
+    fig.tight_layout()
+    return fig
+
+
+def causal_split_figure(schedules: dict[str, list[list[dict]]], seq_len: int, counted: dict[str, list[int]],
+                        formula: dict[str, list[float]]):
+    """For each layout, the s × s scores coloured by the rank that computes them (all steps);
+    right, the scores each rank computes, counted on the ring's plan (bars) and by the formula (marks)."""
+    fig, axes = plt.subplots(1, len(schedules) + 1, figsize=(3.1 * (len(schedules) + 1) + 0.6, 3.2))
+    for ax, (layout, schedule) in zip(axes, schedules.items()):
+        ax.imshow(_schedule_image(schedule, seq_len, len(schedule) - 1, fade=False), interpolation="nearest")
+        ax.set_title(f"{layout} split", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("keys →", fontsize=7)
+        ax.set_ylabel("queries ↓", fontsize=7)
+    bar = axes[-1]
+    world = len(next(iter(counted.values())))
+    width = 0.8 / len(counted)
+    for i, (layout, work) in enumerate(counted.items()):
+        xs = np.arange(world) + (i - (len(counted) - 1) / 2) * width
+        bar.bar(xs, work, width, color=f"C{i}", label=f"{layout}, counted")
+        bar.plot(xs, formula[layout], "k_", ms=12, mew=2)
+    bar.plot([], [], "k_", ms=12, mew=2, label="formula")
+    bar.set_xticks(range(world), [f"rank {r}" for r in range(world)], fontsize=8)
+    bar.set_ylabel("scores computed")
+    bar.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ============================================================ the calculator
+def feasible(method: str, world_size: int, heads: int) -> bool:
+    """Megatron and Ulysses split the heads: they need N to divide the head count; the ring does not."""
+    return method == "ring" or heads % world_size == 0
+
+
+def _per_rank(method: str, seq_len: int, world_size: int, size: dict) -> tuple[float, float]:
+    memory = costmodel.sequence_parallel_activations(seq_len, size["batch"], size["hidden"], size["heads"], world_size,
+                                                     method, bytes_per_value=size["bytes_per_value"])
+    sent = costmodel.sequence_parallel_bytes(seq_len, size["batch"], size["hidden"], world_size, method,
+                                             bytes_per_value=size["bytes_per_value"])["total"]
+    return memory, sent
+
+
+WORLD_SIZES = [1, 2, 3, 4, 8, 16, 32, 64]
+
+
+def _memory_lines(ax, chosen: str, world_size: int, size: dict) -> None:
+    """Activation bytes per rank against s, each method that can run on N ranks."""
+    grid = np.unique(np.geomspace(16, 2 ** 20, 40).round().astype(int))
+    one = [costmodel.gpt_block_activations(int(s), size["batch"], size["hidden"], size["heads"],
+                                           bytes_per_value=size["bytes_per_value"]) for s in grid]
+    ax.loglog(grid, one, "k--", lw=1, label="one rank, no split")
+    for i, (method, label) in enumerate(METHODS.items()):
+        if feasible(method, world_size, size["heads"]):
+            ax.loglog(grid, [_per_rank(method, int(s), world_size, size)[0] for s in grid], label=label,
+                      color=f"C{i}", lw=2.5 if method == chosen else 1, alpha=1 if method == chosen else 0.6)
+
+
+def _bytes_lines(ax, chosen: str, seq_len: int, size: dict) -> None:
+    """Bytes each rank sends per block against N, each method where it can run."""
+    for i, (method, label) in enumerate(METHODS.items()):
+        ns = [n for n in WORLD_SIZES if n > 1 and feasible(method, n, size["heads"])]
+        ax.plot(ns, [_per_rank(method, seq_len, n, size)[1] for n in ns], "-", marker=".", label=label,
+                    color=f"C{i}", lw=2.5 if method == chosen else 1, alpha=1 if method == chosen else 0.6)
+
+
+def _measured_points(ax_memory, ax_bytes, measured: list[dict], world_size: int, seq_len: int) -> None:
+    for i, method in enumerate(METHODS):
+        mine = [r for r in measured if r["method"] == method]
+        memory = [r for r in mine if r["N"] == world_size]
+        ax_memory.plot([r["seq_len"] for r in memory], [r["kept"] for r in memory], "o", mfc="none", mec=f"C{i}", mew=1.5)
+        sent = [r for r in mine if r["seq_len"] == seq_len]
+        ax_bytes.plot([r["N"] for r in sent], [r["sent forward"] + r["sent backward"] for r in sent], "o", mfc="none",
+                      mec=f"C{i}", mew=1.5)
+    for ax in (ax_memory, ax_bytes):
+        ax.plot([], [], "o", mfc="none", mec="k", label="measured here")
+
+
+def sequence_calculator_figure(method: str = "ring", world_size: int = 4, seq_len: int = 4096,
+                               model: str = "this chapter's block", measured: list[dict] | None = None):
+    """Left: activation bytes per rank of one block against s, each method at N ranks (the
+    chosen one bold), one rank unsplit dashed. Right: bytes each rank sends per block (forward +
+    backward) against N, at s. Dots: what this chapter measured, for its own block."""
+    size = MODELS[model]
+    fig, (ax_memory, ax_bytes) = plt.subplots(1, 2, figsize=(10, 3.7))
+    _memory_lines(ax_memory, method, world_size, size)
+    _bytes_lines(ax_bytes, method, seq_len, size)
+    if model == "this chapter's block" and measured:
+        _measured_points(ax_memory, ax_bytes, measured, world_size, seq_len)
+    ax_memory.axvline(seq_len, color="k", ls=":", lw=1)
+    ax_bytes.axvline(world_size, color="k", ls=":", lw=1)
+    ax_memory.set(xlabel="sequence length s", title=f"activations per rank, one block: N = {world_size}, {model}")
+    ax_bytes.set(xlabel="N, ranks sharing each sequence", title=f"bytes sent per rank, one block (fwd + bwd): s = {seq_len:,}")
+    ax_bytes.set_xscale("log", base=2)
+    ax_bytes.set_xticks([2, 4, 8, 16, 32, 64], ["2", "4", "8", "16", "32", "64"])
+    ax_bytes.set_ylim(bottom=0)
+    for ax in (ax_memory, ax_bytes):
+        ax.minorticks_off()
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: readable_bytes(value)))
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
+    _readout(method, world_size, seq_len, size)
+    fig.tight_layout()
+    return fig
+
+
+def _readout(method: str, world_size: int, seq_len: int, size: dict) -> None:
+    if not feasible(method, world_size, size["heads"]):
+        print(f"✘ {METHODS[method]} splits the heads: {size['heads']} heads do not divide among {world_size} ranks")
+        return
+    memory, sent = _per_rank(method, seq_len, world_size, size)
+    one = costmodel.gpt_block_activations(seq_len, size["batch"], size["hidden"], size["heads"],
+                                          bytes_per_value=size["bytes_per_value"])
+    print(f"{METHODS[method]}, N = {world_size}, s = {seq_len:,}: {readable_bytes(memory)} of activations per rank "
+          f"and block (one rank unsplit: {readable_bytes(one)}); sends {readable_bytes(sent)} per block")
+
+
+def sequence_calculator_widget(measured: list[dict] | None = None):
+    """Method × ranks × sequence length (× model) → activation memory per rank and bytes sent per
+    block, with this chapter's measured points (rows of ``experiments.long_sequences.memory_and_traffic``)."""
+    import ipywidgets as widgets
+
+    ran = sorted({r["seq_len"] for r in measured or []})      # the lengths measured here, then powers of 2
+    lengths = ran + [2 ** k for k in range(4, 21) if 2 ** k > max(ran, default=0)]
+    controls = {"method": widgets.ToggleButtons(options=[(label, m) for m, label in METHODS.items()], value="ring",
+                                                description="method"),
+                "world_size": widgets.SelectionSlider(options=WORLD_SIZES, value=4, description="N ranks"),
+                "seq_len": widgets.SelectionSlider(options=lengths, value=ran[-1] if ran else 4096, description="s"),
+                "model": widgets.ToggleButtons(options=list(MODELS), description="model")}
+    return interactive_figure(controls, [["method"], ["world_size", "seq_len"], ["model"]],
+                              lambda **v: sequence_calculator_figure(measured=measured, **v), slow=True)
