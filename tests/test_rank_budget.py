@@ -61,6 +61,11 @@ def test_a_block_saves_what_the_formula_counts(b, s, h, a):
     assert held["now"] == 0, "everything saved is freed by backward"
 
 
+@pytest.mark.parametrize("b, s, h, a", [(2, 8, 16, 4), (3, 5, 12, 3)])
+def test_with_one_tp_rank_a_block_saves_what_chapter_10_counts(b, s, h, a):
+    assert 4 * cm.gpt_block_activation_values(b, s, h, a, tp=1) == cm.gpt_block_activations(s, b, h, a)
+
+
 def test_the_whole_model_saves_its_blocks_and_its_head():
     config = corpus_config(block_size=8, n_layer=3, n_head=2, n_embd=12)
     stage = GPTStage(GPT(config), 0, 1)
