@@ -33,3 +33,19 @@ WRONG_ANSWERS = {
     "08.4": [(step_without_dividing, "3 times too large"), (step_without_the_all_gather, "never changed")],
 }
 
+
+
+def test_the_step_traffic_08_3_asks_for_is_what_the_package_sends():
+    """costmodel.zero_communication, 08.3's answer, against the elements each rank of the package's
+    ZeRO stages actually sends on 4 ranks (every layer a multiple of 4, as the prompt says)."""
+    from nnpar_lite import costmodel
+    from nnpar_lite.distributed import launch
+    from nnpar_lite.experiments.sharding import memory_and_traffic
+
+    sizes = (8, 12, 4)                                  # 108 and 52 parameters: multiples of 4
+    runs = [{"stage": stage, "sizes": sizes, "census": False} for stage in (0, 1, 2, 3)]
+    per_rank = launch(memory_and_traffic, 4, runs, timeout=120)
+    psi = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    for stage in range(4):
+        sent = {report[stage]["elements sent"] for report in per_rank}
+        assert sent == {costmodel.zero_communication(psi, 4, stage)}, (stage, sent)

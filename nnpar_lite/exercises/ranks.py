@@ -20,6 +20,7 @@ import os
 import tempfile
 import textwrap
 import threading
+import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,7 @@ def _watchdog(folder: str, rank: int, case: Case) -> threading.Timer:
     """After HANG_AFTER seconds in ``case``, note the case and stop this rank: the launcher then
     finds it gone at once, instead of waiting for its own, longer timeout."""
     def give_up():
-        Path(folder, f"hung-{rank}.json").write_text(json.dumps({"case": case.name, "rank": rank}))
+        Path(folder, f"hung-{rank}.json").write_text(json.dumps({"case": case.name, "rank": rank, "at": time.time()}))
         os._exit(3)
 
     timer = threading.Timer(HANG_AFTER, give_up)
@@ -164,7 +165,7 @@ def run_on_ranks(rank: int, world_size: int, carried: Carried, driver: str, case
             return ["unsolved"]
         except Exception as exc:  # the learner's bug, reported with its case
             Path(folder, f"raised-{rank}.json").write_text(json.dumps(
-                {"case": case.name, "rank": rank, "error": f"{type(exc).__name__}: {exc}"}))
+                {"case": case.name, "rank": rank, "error": f"{type(exc).__name__}: {exc}", "at": time.time()}))
             return results
         finally:
             timer.cancel()
@@ -178,13 +179,16 @@ def _notes(folder: str, kind: str) -> list[dict]:
 
 
 def _stopped(folder: str, world_size: int, error: Exception) -> tuple[str, str]:
-    """Why a launch stopped: the learner's error on a rank, a deadlock, or the launcher's reason."""
-    raised, hung = _notes(folder, "raised"), _notes(folder, "hung")
-    if raised:
-        note = raised[0]
+    """Why a launch stopped: the learner's error on a rank, a deadlock, or the launcher's reason.
+    Whichever came first is the cause: a rank that raised leaves the others waiting (they then
+    time out), and a rank stopped for waiting leaves its peers with a closed connection."""
+    notes = sorted(_notes(folder, "raised") + _notes(folder, "hung"), key=lambda note: note["at"])
+    if notes and "error" in notes[0]:
+        note = notes[0]
         return (f"case {note['case']}, rank {note['rank']} of {world_size}: your function raised {note['error']}",
                 f"用例 {note['case']}，{world_size} 个进程中的 rank {note['rank']}：你的函数抛出了 {note['error']}")
-    if hung:
+    if notes:
+        hung = [n for n in notes if "error" not in n]
         note, ranks = hung[0], ", ".join(str(n["rank"]) for n in hung)
         return (f"case {note['case']} on {world_size} ranks: rank {ranks} still waited after {HANG_AFTER:g} s, a "
                 "deadlock. Does every send meet a recv on the other side, in an order that lets both go on "
