@@ -136,7 +136,8 @@ def test_what_cannot_travel_is_refused_in_plain_words(source, namespace, words):
 def test_a_deadlock_is_named_with_its_case_within_seconds(capsys):
     """Every rank sends first with a blocking send: the check names the deadlock and its case."""
     source = ("def ring(tensor):\n    w = dist.get_world_size()\n    if w > 1:\n"
-              "        dist.send(tensor, (dist.get_rank() + 1) % w)\n        dist.recv(tensor, (dist.get_rank() - 1) % w)\n")
+              "        dist.send(tensor, (dist.get_rank() + 1) % w)\n"
+              "        dist.recv(tensor, (dist.get_rank() - 1) % w)\n")
     fn = notebook_function(source, "ring", {"dist": torch.distributed})
     start = time.monotonic()
     assert not check("03.4", fn)
@@ -147,7 +148,8 @@ def test_a_deadlock_is_named_with_its_case_within_seconds(capsys):
 
 
 def test_an_exception_on_one_rank_is_named_with_its_case(capsys):
-    source = "def ring(tensor):\n    if dist.get_rank() == 1:\n        raise KeyError('mine')\n    dist.all_reduce(tensor)\n"
+    source = ("def ring(tensor):\n    if dist.get_rank() == 1:\n        raise KeyError('mine')\n"
+              "    dist.all_reduce(tensor)\n")
     fn = notebook_function(source, "ring", {"dist": torch.distributed})
     assert not check("03.4", fn)
     assert "rank 1 of 2: your function raised KeyError: 'mine'" in capsys.readouterr().out

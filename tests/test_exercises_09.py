@@ -31,7 +31,8 @@ def residual_from_the_gradient(tensor, residual, k):
 WRONG_ANSWERS = {
     "09.1": [(1200, "no_sync"), (100, "on its own"), (3, "one optimizer step")],
     "09.2": [(256, "both factors"), (512, "r columns"), (1 / 128, "upside down")],
-    "09.3": [(2.0, "without staleness"), (2 / 3, "a guess"), (0.628, "approximation"), (0.62, "close: give more digits")],
+    "09.3": [(2.0, "without staleness"), (2 / 3, "a guess"), (0.628, "approximation"),
+             (0.62, "close: give more digits")],
     "09.4": [(without_feedback, "never added back"), (residual_from_the_gradient, "it must be Δ − sent")],
 }
 

@@ -176,6 +176,7 @@ register(Exercise("02.4", check_deeper_gradient, solution=deeper_network_gradien
     "从 ∂L/∂Ŷ = 2 (Ŷ − Y)/Y.size 出发逐层向后：穿过权重矩阵是 @ W.T，穿过 tanh 是 * (1 − H²)，"
     "H 是该层自己的激活；∂L/∂W1 = X.T @ ∂L/∂X1。"), explanation=(
     "Each layer back costs two moves: through the weight matrix (@ W.T), then through tanh (* (1 − H²), with the "
-    "activation of that same layer). The article's fault 7 skipped the first move and did the second as a matrix product.",
+    "activation of that same layer). The article's fault 7 skipped the first move and did the second as a matrix "
+    "product.",
     "每向后穿过一层需要两步：先穿过权重矩阵（@ W.T），再穿过 tanh（* (1 − H²)，H 为同一层的激活）。"
     "文章的错误 7 跳过了第一步，并把第二步写成了矩阵乘法。")))

@@ -73,7 +73,8 @@ number_exercise(
     wrong=[(lambda f, S: 1 / (1 - f), ("That is the curve's limit 1/(1 − f), which no p reaches.",
                                        "那是曲线的极限 1/(1 − f)，任何 p 都达不到。")),
            (lambda f, S: S, ("S = p holds only when nothing is serial (f = 1).", "只有完全没有串行部分（f = 1）时才有 S = p。")),
-           (lambda f, S: (S - 1 + f) / f, ("That solves Gustafson's law, not Amdahl's.", "这解的是 Gustafson 定律，不是 Amdahl 定律。"))],
+           (lambda f, S: (S - 1 + f) / f, ("That solves Gustafson's law, not Amdahl's.",
+                                           "这解的是 Gustafson 定律，不是 Amdahl 定律。"))],
     hint=("Set f = 0.95 and find where the Amdahl curve crosses S = 10; then solve 1 / ((1 − f) + f/p) = 10 for p on "
           "paper.", "设 f = 0.95，找出 Amdahl 曲线穿过 S = 10 的位置；再在纸上解 1 / ((1 − f) + f/p) = 10 求 p。"),
     explanation=("1 / ((1 − {f}) + {f}/p) = {S} needs {f}/p = 1/{S} − (1 − {f}), so p = {answer}: that many workers "

@@ -23,7 +23,8 @@ number_exercise(
              "在 no_sync() 里钩子不做任何事：每一步只有最后一个微步发送。")),
            (lambda buckets, steps, micro: steps, ("Each bucket is all-reduced on its own: count them.",
                                                   "每个桶单独做一次全归约：要把桶数算进去。")),
-           (lambda buckets, steps, micro: buckets, ("That is one optimizer step; there are 100.", "这是一个优化步的量；共有 100 步。"))],
+           (lambda buckets, steps, micro: buckets, ("That is one optimizer step; there are 100.",
+                                                    "这是一个优化步的量；共有 100 步。"))],
     hint=("Inside no_sync() the gradient hooks stand aside; outside it, each bucket's all-reduce starts once its "
           "gradients are ready. Count per optimizer step, then for all of them.",
           "在 no_sync() 里梯度钩子不做任何事；在它外面，每个桶的梯度一就绪就启动它的全归约。先数一个优化步，再数全部。"),
@@ -39,7 +40,8 @@ number_exercise(
                                               "PowerSGD 两个因子都要发送：P（n × r）和 Q（m × r）。")),
            (lambda r, n, m: n * m / (n + m), ("Each factor has r columns: (n + m) · r numbers.",
                                               "每个因子有 r 列：共 (n + m) · r 个数。")),
-           (lambda r, n, m: (n + m) * r / (n * m), ("The fraction is upside down: the matrix's numbers over the sent ones.",
+           (lambda r, n, m: (n + m) * r / (n * m), ("The fraction is upside down: the matrix's numbers over the "
+                                                    "sent ones.",
                                                     "分数颠倒了：应是矩阵的数的个数除以发送的个数。"))],
     hint=("The matrix holds n · m numbers; PowerSGD sends its two low-rank factors P (n × r) and Q (m × r) instead.",
           "矩阵有 n · m 个数；PowerSGD 改为发送两个低秩因子 P（n × r）和 Q（m × r）。"),

@@ -234,11 +234,13 @@ def check_number(answer: Any, expected: float, *, rel: float = 1e-6,
         return verdict(True, (f"{value:.10g} is right.", f"{value:.10g} 正确。"), ("", ""))
     pairs = typical.items() if isinstance(typical, Mapping) else typical
     why = next((words for wrong, words in pairs if math.isclose(value, wrong, rel_tol=max(rel, TYPICAL_REL))), None)
-    if why is None and (is_rounding_of(value, expected) or (rel > 0 and math.isclose(value, expected, rel_tol=5 * rel))):
+    near = rel > 0 and math.isclose(value, expected, rel_tol=5 * rel)
+    if why is None and (near or is_rounding_of(value, expected)):
         return verdict(False, ("", ""), (f"{value:.10g} is close: give more digits.",
                                          f"{value:.10g} 很接近了：请多给几位有效数字。"))
     why = why or hint
-    return verdict(False, ("", ""), (f"{value:.10g} is not it. {why[0]}".rstrip(), f"{value:.10g} 不对。{why[1]}".rstrip()))
+    return verdict(False, ("", ""), (f"{value:.10g} is not it. {why[0]}".rstrip(),
+                                     f"{value:.10g} 不对。{why[1]}".rstrip()))
 
 
 def number_exercise(exercise_id: str, *, stated: dict[str, float], answer: Callable[..., float],

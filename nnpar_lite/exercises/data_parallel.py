@@ -57,8 +57,8 @@ number_exercise(
            (lambda K, skew: 1.0, ("1 is the scale with mean losses; these losses are sums over each shard.",
                                   "1 是使用平均损失时的尺度；这里的损失是每个分片上的求和。")),
            (lambda K, skew: K, ("That is the number of workers; the scale counts samples.", "这是计算单元数；尺度数的是样本。"))],
-    hint=("Add up the K workers' sum-reduced gradients: whatever the shard sizes, that is the sum over all the widget's "
-          "samples. Then the plain mean divides by K.",
+    hint=("Add up the K workers' sum-reduced gradients: whatever the shard sizes, that is the sum over all the "
+          "widget's samples. Then the plain mean divides by K.",
           "把 K 个计算单元的求和损失梯度加起来：无论分片大小如何，结果都是小部件全部样本上的求和。然后简单平均再除以 K。"),
     explanation=("Σ_k Σ_(j in shard k) ∇ℓ_j = Σ_j ∇ℓ_j = N ∇L whatever the shard sizes; the plain mean over K = {K} "
                  "workers divides by K: N/K ∇L = {answer} ∇L for the widget's N samples. The skew moves samples "

@@ -153,7 +153,8 @@ def weighted_average_driver(fn, rank: int, world_size: int, case: Case) -> tuple
 PLAIN_MEAN = Probe(lambda expected, got, facts: same_values(got, facts["plain mean"], rtol=1e-7, atol=1e-10),
                    ("That is the plain mean over the ranks, right only when every weight is the same: weigh each "
                     "rank's tensors by its weight.", "这是各进程的简单平均，只有权重都相同时才对：用每个进程的权重给它的张量加权。"))
-NOT_DIVIDED = Probe(lambda expected, got, facts: same_values(got, expected * facts["total weight"], rtol=1e-7, atol=1e-10),
+NOT_DIVIDED = Probe(lambda expected, got, facts: same_values(got, expected * facts["total weight"],
+                                                             rtol=1e-7, atol=1e-10),
                     ("That is Σ_r w_r θ_r: divide it by the total weight Σ_r w_r = {total weight:g}.",
                      "这是 Σ_r w_r θ_r：还要除以总权重 Σ_r w_r = {total weight:g}。"))
 

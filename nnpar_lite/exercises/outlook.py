@@ -11,14 +11,16 @@ import math
 from typing import Any
 
 from .. import costmodel
-from .core import Case, Exercise, as_number, check_widget_choice, model_state_gb, number_exercise, register, report, run_cases
+from .core import (Case, Exercise, as_number, check_widget_choice, model_state_gb, number_exercise, register, report,
+                   run_cases)
 
 MIXED_ADAM = number_exercise(
     "13.1", stated={}, rel=1e-9,
     answer=lambda: sum(costmodel.model_state_bytes(1, precision="mixed", optimizer="adam").values()),
     wrong=[(lambda: costmodel.PRECISIONS["mixed", "adam"][2], ("12 is the optimizer's share alone (K = 12).",
                                                                "12 只是优化器的部分（K = 12）。")),
-           (lambda: sum(costmodel.PRECISIONS["mixed", "adam"][:2]), ("4 bytes are the fp16 weights and gradients alone.",
+           (lambda: sum(costmodel.PRECISIONS["mixed", "adam"][:2]), ("4 bytes are the fp16 weights and gradients "
+                                                                     "alone.",
                                                                      "4 字节只是 fp16 的权重和梯度。")),
            (lambda: sum(costmodel.PRECISIONS["mixed", "adam"]) + 4, ("The fp32 master weights are already inside "
                                                                      "K = 12: count them once.",

@@ -189,11 +189,13 @@ def _stopped(folder: str, world_size: int, error: Exception) -> tuple[str, str]:
                 f"用例 {note['case']}，{world_size} 个进程中的 rank {note['rank']}：你的函数抛出了 {note['error']}")
     if notes:
         hung = [n for n in notes if "error" not in n]
-        note, ranks = hung[0], ", ".join(str(n["rank"]) for n in hung)
-        return (f"case {note['case']} on {world_size} ranks: rank {ranks} still waited after {HANG_AFTER:g} s, a "
-                "deadlock. Does every send meet a recv on the other side, in an order that lets both go on "
+        note, waiting = hung[0], [str(r) for r in sorted(n["rank"] for n in hung)]
+        return (f"case {note['case']} on {world_size} ranks: rank {' and '.join(waiting)} still waited after "
+                f"{HANG_AFTER:g} s: a deadlock. Does every send meet a recv on the other side, in an order that lets "
+                "both go on "
                 "(a blocking send first on every rank waits for ever), and does every rank call every collective?",
-                f"用例 {note['case']}，{world_size} 个进程：rank {ranks} 等了 {HANG_AFTER:g} 秒仍未完成，发生了死锁。"
+                f"用例 {note['case']}，{world_size} 个进程：rank {'、'.join(waiting)} 等了 {HANG_AFTER:g} 秒"
+                "仍未完成，发生了死锁。"
                 "每个 send 在另一端都有对应的 recv 吗？顺序能否让双方都继续（所有 rank 都先做阻塞 send 就会永远等待）？"
                 "每个 rank 都调用了每一个集合通信吗？")
     reason = str(error).splitlines()[0]
@@ -271,7 +273,8 @@ def _chunks_apart(expected: Any, got: Any, facts: dict) -> dict | bool:
         return False
     import numpy as np
 
-    ok = [bool(np.allclose(a, b, rtol=1e-7, atol=1e-10)) for a, b in zip(np.array_split(e, parts), np.array_split(g, parts))]
+    ok = [bool(np.allclose(a, b, rtol=1e-7, atol=1e-10))
+          for a, b in zip(np.array_split(e, parts), np.array_split(g, parts))]
     sizes = [len(c) for c in np.array_split(e, parts)]
     right = [str(i) for i, good in enumerate(ok) if good and sizes[i]]
     wrong = [str(i) for i, good in enumerate(ok) if not good]

@@ -30,7 +30,8 @@ number_exercise(
             ("That sends n once; the ring sends 2 (p − 1)/p · n, nearly 2n.", "这只发送了一次 n；环发送 2 (p − 1)/p · n，接近 2n。")),
            (lambda p, n, alpha, bandwidth: ring_ms(p, n, 0, bandwidth),
             ("Each of the 2 (p − 1) steps also pays the latency α.", "2 (p − 1) 步中的每一步还要付出延迟 α。")),
-           (lambda p, n, alpha, bandwidth: costmodel.parameter_server_time(n, p, alpha * 1e-6, 1 / (bandwidth * 1e9)) * 1e3,
+           (lambda p, n, alpha, bandwidth: costmodel.parameter_server_time(
+                n, p, alpha * 1e-6, 1 / (bandwidth * 1e9)) * 1e3,
             ("That is a single parameter server, not the ring.", "这是单个参数服务器，不是环。")),
            (lambda p, n, alpha, bandwidth: ring_ms(p, n, alpha, bandwidth) / 1e3,
             ("That is in seconds; give milliseconds.", "这是以秒为单位；请以毫秒为单位作答。"))],

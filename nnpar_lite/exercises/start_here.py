@@ -78,7 +78,8 @@ CASES = [Case("two equal shards", ([0.2, 0.6], [10, 10])),
 PLAIN_MEAN = Probe(lambda expected, got, facts: same_number(got, sum(facts["args"][0]) / len(facts["args"][0])),
                    ("That is the plain mean of the shard means, right only for equal shards.",
                     "这是各分片平均值的简单平均，只有分片大小相同时才对。"))
-BY_WORKERS = Probe(lambda expected, got, facts: same_number(got, expected * sum(facts["args"][1]) / len(facts["args"][1])),
+BY_WORKERS = Probe(lambda expected, got, facts: same_number(got, expected * sum(facts["args"][1])
+                                                            / len(facts["args"][1])),
                    ("The sum is right; divide it by the number of samples Σ n_i, not of workers.",
                     "分子对了；要除以样本总数 Σ n_i，而不是计算单元数。"))
 TOTAL = Probe(lambda expected, got, facts: same_number(got, expected * sum(facts["args"][1])),
