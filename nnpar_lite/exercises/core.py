@@ -221,11 +221,12 @@ def is_rounding_of(value: float, expected: float) -> bool:
 
 def check_number(answer: Any, expected: float, *, rel: float = 1e-6,
                  typical: Mapping[float, tuple[str, str]] | Sequence[tuple[float, tuple[str, str]]] = (),
-                 hint: tuple[str, str] = ("", "")) -> bool:
+                 hint: tuple[str, str] = ("", ""), known: Mapping[float, tuple[str, str]] | None = None) -> bool:
     """Is ``answer`` a number within ``rel`` (relative) of ``expected``? When not, the ✘ says
     why: the diagnosis of a ``typical`` wrong value (value → (English, Chinese), matched within
     ``rel``), or "close: give more digits" for a rounding of ``expected``, or that it is not it
-    (followed by ``hint``, if any)."""
+    (followed by ``hint``, if any). ``known`` is the former name of ``typical``."""
+    typical = known if known is not None else typical
     value = as_number(answer)
     if value is None:
         return verdict(False, ("", ""), (f"{answer!r:.60} is not a number. {hint[0]}".rstrip(),
@@ -364,3 +365,14 @@ def run_cases(fn: Callable, reference: Callable, cases: Sequence[Case]) -> list[
             got, error = None, f"{type(exc).__name__}: {exc}"
         results.append(Result(case, expected, got, error, {"args": case.args}))
     return results
+
+
+RANK_MACHINERY = ("Carried", "carry", "define_again", "run_on_ranks", "check_on_ranks")
+
+
+def __getattr__(name: str) -> Any:
+    """The machinery for functions run on ranks lives in :mod:`.ranks`; importable from here too."""
+    if name in RANK_MACHINERY:
+        from . import ranks
+        return getattr(ranks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
