@@ -357,6 +357,52 @@ def expert_all_to_all_bytes(tokens: int, top_k: int, d_model: int, world_size: i
     return t * k * (n - 1) / n * d * _positive_int("bytes_per_element", bytes_per_element)
 
 
+# The memory calculator's choices: the model sizes (billions of parameters) and device counts
+# its sliders offer, and the ways of splitting it compares. Chapter 07's widget draws them;
+# the exercises that ask what the widget shows read them here.
+MODEL_BILLIONS = (0.1, 0.3, 1, 3, 7, 13, 30, 70, 175, 405, 1000)
+DEVICE_COUNTS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def memory_layouts(devices: int, *, activations: bool = False) -> dict[str, dict]:
+    """The ways of splitting a model over ``devices`` devices that the memory figure compares,
+    as keyword arguments of :func:`training_memory`."""
+    layouts = {
+        "1 device": dict(),
+        f"data ×{devices}": dict(data_parallel=devices),
+        f"ZeRO-1 ×{devices}": dict(data_parallel=devices, zero_stage=1),
+        f"ZeRO-2 ×{devices}": dict(data_parallel=devices, zero_stage=2),
+        f"ZeRO-3 ×{devices}": dict(data_parallel=devices, zero_stage=3),
+        f"tensor ×{devices}": dict(tensor_parallel=devices),
+    }
+    if activations:
+        layouts[f"tensor ×{devices}, sequence parallel"] = dict(tensor_parallel=devices, sequence_parallel=True)
+    if devices >= 4:
+        layouts[f"tensor ×2, pipeline ×2, ZeRO-1 ×{devices // 4}"] = dict(
+            tensor_parallel=2, pipeline_parallel=2, data_parallel=devices // 4, zero_stage=1)
+    return layouts
+
+
+def memory_by_layout(num_params: float, devices: int, precision: str = "fp32",
+                     activation_bytes: float = 0.0) -> dict[str, dict]:
+    """:func:`training_memory` with Adam under each of :func:`memory_layouts`: the bars of the
+    memory figure, by their labels."""
+    return {name: training_memory(num_params, precision=precision, optimizer="adam",
+                                  activation_bytes=activation_bytes, **kw)
+            for name, kw in memory_layouts(devices, activations=activation_bytes > 0).items()}
+
+
+def zero_communication(num_params: float, world_size: int, zero_stage: int) -> float:
+    """Elements each of N ranks sends in one training step of a Ψ-parameter model (ring
+    collectives): 2 (N − 1)/N · Ψ for data parallelism and ZeRO-1/2 (a reduce-scatter and an
+    all-gather, or one all-reduce), 3 (N − 1)/N · Ψ for ZeRO-3, which all-gathers the weights
+    again before the backward pass (Rajbhandari et al. 2020, section 7)."""
+    if zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {zero_stage!r}")
+    n = _positive_int("world_size", world_size)
+    return (3 if zero_stage == 3 else 2) * (n - 1) / n * num_params
+
+
 # ------------------------------------------- the capstone: a GPT on a dp × tp × pp mesh
 # Exact counts for chapter 12's tiny GPT (nnpar_lite.gpt), one rank of the mesh: what it holds
 # and what it sends per training step, in float32 (4 bytes a value). The whole-model

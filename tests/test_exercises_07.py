@@ -4,8 +4,7 @@ the hint that names their mistake."""
 import numpy as np
 import pytest
 
-from exercise_proofs import assert_check_is_proven
-from nnpar_lite.exercises import scaling
+from nnpar_lite.exercises import all_exercises, scaling
 
 
 def fit_by_plain_least_squares(nbytes, seconds, world_size):
@@ -32,17 +31,13 @@ def fit_from_two_points(nbytes, seconds, world_size):
 
 WRONG_ANSWERS = {
     "07.1": [(10.3, "sends n once"), (18.75, "also pays the latency"), (300.3, "single parameter server"),
-             ("fast", "not a number")],
-    "07.2": [(16, "still needs"), (8, "still needs"), (64, "fewer devices")],
-    "07.3": [(1.2235e6, "crossed twice"), (366_667, "not 2n"), (1e5, "Set 2(p − 1)")],
-    "07.4": [(fit_by_plain_least_squares, "relative error"), (fit_without_the_ring_factors, "expected"),
+             (0.01905, "in seconds"), ("fast", "not a number"), (19, "close: give more digits")],
+    "07.2": [(16, "still needs"), (8, "still needs"), (64, "fewer devices"), (21, "not one of the widget's values")],
+    "07.3": [(1.2235e6, "crossed twice"), (366_667, "not 2n"), (1e5, "is not it")],
+    "07.4": [(fit_by_plain_least_squares, "plain least squares"), (fit_without_the_ring_factors, "first difference"),
              (fit_from_two_points, "case ")],
 }
 
-
-@pytest.mark.parametrize("exercise_id", sorted(WRONG_ANSWERS))
-def test_check_is_proven(capsys, exercise_id):
-    assert_check_is_proven(capsys, exercise_id, WRONG_ANSWERS[exercise_id])
 
 
 def test_the_fit_cases_are_unseen_noisy_and_varied():
@@ -62,6 +57,7 @@ def test_the_widget_answers_match_the_calculator():
     assert d == 32
     assert costmodel.training_memory(30e9, precision="mixed", zero_stage=2, data_parallel=d)["total"] <= 80e9
     assert costmodel.training_memory(30e9, precision="mixed", zero_stage=2, data_parallel=d // 2)["total"] > 80e9
-    assert scaling.CROSSOVER == pytest.approx(22 * 10e-6 / (6.125 * 1e-10))
-    assert costmodel.ring_allreduce_time(scaling.CROSSOVER, 16, 10e-6, 1e-10) == pytest.approx(
-        costmodel.tree_allreduce_time(scaling.CROSSOVER, 16, 10e-6, 1e-10))
+    crossover = all_exercises()["07.3"].solution
+    assert crossover == pytest.approx(22 * 10e-6 / (6.125 * 1e-10))
+    assert costmodel.ring_allreduce_time(crossover, 16, 10e-6, 1e-10) == pytest.approx(
+        costmodel.tree_allreduce_time(crossover, 16, 10e-6, 1e-10))

@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from exercise_proofs import assert_check_is_proven
 
 
 def without_feedback(tensor, residual, k):
@@ -30,16 +29,13 @@ def residual_from_the_gradient(tensor, residual, k):
 
 
 WRONG_ANSWERS = {
-    "09.1": [(1200, "no_sync"), (3, "each bucket goes out once")],
-    "09.2": [(256, "(n + m) · r"), (1024 / 4, "P (n × r)")],
-    "09.3": [(2.0, "2 sin"), (2 / 3, "neither 2/λ")],
-    "09.4": [(without_feedback, "after 1 step, rank 0 of 2"), (residual_from_the_gradient, "after 3 steps")],
+    "09.1": [(1200, "no_sync"), (100, "on its own"), (3, "one optimizer step")],
+    "09.2": [(256, "both factors"), (512, "r columns"), (1 / 128, "upside down")],
+    "09.3": [(2.0, "without staleness"), (2 / 3, "a guess"), (0.628, "approximation"),
+             (0.62, "close: give more digits")],
+    "09.4": [(without_feedback, "never added back"), (residual_from_the_gradient, "it must be Δ − sent")],
 }
 
-
-@pytest.mark.parametrize("exercise_id", sorted(WRONG_ANSWERS))
-def test_check_is_proven(capsys, exercise_id):
-    assert_check_is_proven(capsys, exercise_id, WRONG_ANSWERS[exercise_id])
 
 
 def template(tensor, residual, k):

@@ -7,13 +7,14 @@ rate (the chapter's widget, then bisection) · 02.3 a planted fault (the gradien
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
+from ..article import NeuralNetwork41
 from ..data import article_data
 from ..models import TanhNetwork, largest_stable_lr, mse_output_gradient
-from .core import Case, Exercise, check_number, first_failure, register, report, run_cases, verdict
+from .core import (Case, Exercise, Probe, as_number, check_number, number_exercise, register, report, run_cases,
+                   same_values, verdict)
 
 
 def planted_fault_network(seed: int = 3) -> TanhNetwork:
@@ -32,45 +33,67 @@ def planted_fault_network(seed: int = 3) -> TanhNetwork:
 
 
 # ------------------------------------------------------------------ 02.1
-def check_gradient_ratio(answer) -> bool:
-    """The article's ∂L/∂W over the true one, for a batch of 10 samples with 3 outputs: −N·m."""
-    return check_number(answer, -30.0, known={
-        30.0: ("The size is right, the sign is not: the article writes 2 (Y − Ŷ), the true ∂L/∂Ŷ is 2 (Ŷ − Y)/(N m).",
-               "大小对了，符号不对：文章写的是 2 (Y − Ŷ)，正确的 ∂L/∂Ŷ 是 2 (Ŷ − Y)/(N m)。"),
-        -8.0: ("−8 belongs to the article's batch, 4 samples × 2 outputs; this batch has other sizes.",
-               "−8 属于文章的批次（4 个样本 × 2 个输出）；这个批次的大小不同。")},
-        hint=("Compare the article's 2 (Y − Ŷ) with the true 2 (Ŷ − Y)/(N m): the sign, and the mean over N·m entries.",
-         "比较文章的 2 (Y − Ŷ) 与正确的 2 (Ŷ − Y)/(N m)：符号，以及对 N·m 个元素取的平均。"))
+def article_gradient_ratio(N: int, m: int) -> float:
+    """The article's ∂L/∂W (seed 4.1's ``backprop``, as written) over the true one
+    (:func:`~nnpar_lite.models.mse_output_gradient`), on a batch of N samples with m outputs."""
+    rng = np.random.default_rng(0)
+    X, Y, Y_hat = rng.standard_normal((N, 2)), rng.standard_normal((N, m)), rng.standard_normal((N, m))
+    article, _ = NeuralNetwork41.backprop(None, X, Y, Y_hat)       # the article's method uses no attribute
+    true = X.T @ mse_output_gradient(Y_hat, Y)
+    return float(np.sum(article * true) / np.sum(true * true))     # the factor between the two
 
 
-register(Exercise("02.1", check_gradient_ratio, solution=-30, explanation=(
-    "The article's ∂L/∂Ŷ = 2 (Y − Ŷ) is −N·m times the true 2 (Ŷ − Y)/(N m), and ∂L/∂W = Xᵀ ∂L/∂Ŷ carries the "
-    "factor along: −10 · 3 = −30.",
-    "文章的 ∂L/∂Ŷ = 2 (Y − Ŷ) 是正确的 2 (Ŷ − Y)/(N m) 的 −N·m 倍，∂L/∂W = Xᵀ ∂L/∂Ŷ 带着这个因子：−10 · 3 = −30。")))
+number_exercise(
+    "02.1", stated={"N": 10, "m": 3, "N_article": 4, "m_article": 2},
+    answer=lambda N, m, N_article, m_article: article_gradient_ratio(N, m), rel=1e-9,
+    wrong=[(lambda N, m, **_: -article_gradient_ratio(N, m),
+            ("The size is right, the sign is not: the article writes 2 (Y − Ŷ), the true ∂L/∂Ŷ is 2 (Ŷ − Y)/(N m).",
+             "大小对了，符号不对：文章写的是 2 (Y − Ŷ)，正确的 ∂L/∂Ŷ 是 2 (Ŷ − Y)/(N m)。")),
+           (lambda N_article, m_article, **_: article_gradient_ratio(N_article, m_article),
+            ("That ratio belongs to the article's batch, 4 samples × 2 outputs; this batch has other sizes.",
+             "这个比值属于文章的批次（4 个样本 × 2 个输出）；这个批次的大小不同。")),
+           (lambda N, m, **_: article_gradient_ratio(N, 1),
+            ("The true ∂L/∂Ŷ averages over all N·m entries of Ŷ, outputs included.",
+             "正确的 ∂L/∂Ŷ 对 Ŷ 的全部 N·m 个元素取平均，输出维也算在内。")),
+           (lambda N, m, **_: 1 / article_gradient_ratio(N, m),
+            ("The fraction is upside down: the article's gradient over the true one.",
+             "分数颠倒了：应是文章的梯度除以正确的梯度。"))],
+    hint=("Compare the article's ∂L/∂Ŷ = 2 (Y − Ŷ) with the true 2 (Ŷ − Y)/(N m): their sign, and the mean over the "
+          "N·m entries. ∂L/∂W = Xᵀ ∂L/∂Ŷ carries the factor along.",
+          "比较文章的 ∂L/∂Ŷ = 2 (Y − Ŷ) 与正确的 2 (Ŷ − Y)/(N m)：符号，以及对 N·m 个元素取的平均。"
+          "∂L/∂W = Xᵀ ∂L/∂Ŷ 把这个因子原样带过去。"),
+    explanation=("The article's ∂L/∂Ŷ = 2 (Y − Ŷ) is −N·m times the true 2 (Ŷ − Y)/(N m), and ∂L/∂W = Xᵀ ∂L/∂Ŷ "
+                 "carries the factor along: −{N} · {m} = {answer}.",
+                 "文章的 ∂L/∂Ŷ = 2 (Y − Ŷ) 是正确的 2 (Ŷ − Y)/(N m) 的 −N·m 倍，∂L/∂W = Xᵀ ∂L/∂Ŷ 带着这个因子："
+                 "−{N} · {m} = {answer}。"))
 
 
 # ------------------------------------------------------------------ 02.2
+LARGEST_LR = largest_stable_lr(article_data()[0])
+
+
 def check_largest_lr(answer) -> bool:
     """The largest η at which full-batch gradient descent on the repaired 4.1 still converges
     on the article's data, within 2 %."""
-    expected = largest_stable_lr(article_data()[0])
-    try:
-        too_large = float(answer) > expected
-    except (TypeError, ValueError):
-        too_large = False
-    hint = (("At that η the loss grows: lower it.", "在这个 η 下损失在增大：调小它。") if too_large else
+    value = as_number(answer)
+    hint = (("At that η the loss grows: lower it.", "在这个 η 下损失在增大：调小它。") if value and value > LARGEST_LR else
             ("At that η the loss still falls: go higher, bisecting between a falling and a growing run.",
              "在这个 η 下损失仍在下降：再调大一些，在下降与增长的两次运行之间二分查找。"))
-    return check_number(answer, expected, rel=0.02, hint=hint)
+    return check_number(answer, LARGEST_LR, rel=0.02, hint=hint)
 
 
-register(Exercise("02.2", check_largest_lr, solution=round(largest_stable_lr(article_data()[0]), 4), explanation=(
+register(Exercise("02.2", check_largest_lr, solution=round(LARGEST_LR, 4), hint=(
+    "Bisect: keep an η whose run converges and one whose run diverges (or stops with ValueError), try the middle, "
+    "keep the half where the behaviour changes; stop when the two are within 1 % of each other.",
+    "二分查找：保留一个收敛的 η 和一个发散（或以 ValueError 停止）的 η，试两者的中点，保留行为发生变化的那一半；"
+    "两者相差不到 1 % 时停止。"), explanation=(
     "The loss is quadratic in θ = (W, b). With X̃ = [X, 1] each output column has the Hessian H = 2/(N m) X̃ᵀ X̃, and "
     "each step multiplies the error along H's top eigenvector by (1 − η λ_max): it shrinks iff η < 2/λ_max "
-    "(models.largest_stable_lr). The article's implicit η = 1 is about 26 times too large, on top of the wrong sign.",
+    f"(models.largest_stable_lr). The article's implicit η = 1 is about {1 / LARGEST_LR:.0f} times too large, on top "
+    "of the wrong sign.",
     "损失是 θ = (W, b) 的二次函数。记 X̃ = [X, 1]，每个输出列的 Hessian 为 H = 2/(N m) X̃ᵀ X̃，每一步把 H 最大特征向量"
     "方向上的误差乘以 (1 − η λ_max)：当且仅当 η < 2/λ_max 时误差缩小（models.largest_stable_lr）。文章隐含的 η = 1 "
-    "约大了 26 倍，符号还是错的。")))
+    f"约大了 {1 / LARGEST_LR:.0f} 倍，符号还是错的。")))
 
 
 # ------------------------------------------------------------------ 02.3
@@ -83,7 +106,10 @@ def check_planted_fault(answer) -> bool:
                     f"{answer!r} 不对。对这个网络运行 gradient_check，看每个参数的结论。"))
 
 
-register(Exercise("02.3", check_planted_fault, solution="W2", explanation=(
+register(Exercise("02.3", check_planted_fault, solution="W2", hint=(
+    "gradient_check compares each parameter's gradient with finite differences and says which fail; read its "
+    "verdict for all four, W1, b1, W2 and b2.",
+    "gradient_check 把每个参数的梯度与有限差分比较，并指出哪些不对；逐一看 W1、b1、W2、b2 的结论。"), explanation=(
     "gradient_check reports W2 wrong and the other three fine: the planted gradients use X1.T @ ∂L/∂Ŷ where "
     "H.T @ ∂L/∂Ŷ belongs.", "gradient_check 报告 W2 错误，其余三个正确：植入的梯度用了 X1.T @ ∂L/∂Ŷ，应为 H.T @ ∂L/∂Ŷ。")))
 
@@ -123,45 +149,34 @@ def _deeper_cases() -> list[Case]:
     return cases
 
 
-def _same_array(got, expected: np.ndarray) -> bool:
-    try:
-        got = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return got.shape == expected.shape and bool(np.allclose(got, expected, rtol=1e-9, atol=1e-12))
-
-
-CHAIN_RULE_HINT = ("Go back one layer at a time from ∂L/∂Ŷ = 2 (Ŷ − Y)/Y.size: through a weight matrix is "
-                   "@ W.T, through tanh is * (1 − H²) with that layer's own activation H; ∂L/∂W1 = X.T @ ∂L/∂X1.",
-                   "从 ∂L/∂Ŷ = 2 (Ŷ − Y)/Y.size 出发逐层向后：穿过权重矩阵是 @ W.T，穿过 tanh 是 * (1 − H²)，"
-                   "H 是该层自己的激活；∂L/∂W1 = X.T @ ∂L/∂X1。")
-
-
-def _diagnose(failure) -> tuple[str, str]:
-    """A hint that fits the first failing case: a shape, a constant factor, or the chain rule."""
-    if failure is None or failure[3] is not None:
-        return CHAIN_RULE_HINT
-    _, expected, got, _ = failure
-    got = np.asarray(got, dtype=np.float64) if got is not None else np.zeros(0)
-    if got.shape != expected.shape:
-        return (f"∂L/∂W1 has the shape of W1, {expected.shape}. " + CHAIN_RULE_HINT[0],
-                f"∂L/∂W1 的形状与 W1 相同，{expected.shape}。" + CHAIN_RULE_HINT[1])
+def _factor(expected: np.ndarray, got) -> dict | bool:
+    """The constant c with got = c · expected, when there is one (a wrong sign or scale)."""
+    got = np.asarray(got, dtype=np.float64)
     factor = float(np.sum(got * expected) / np.sum(expected * expected))
-    if np.allclose(got, factor * expected, rtol=1e-6, atol=1e-12):
-        return (f"Your gradient is {factor:.3g} times the right one: check the sign and the mean in ∂L/∂Ŷ.",
-                f"你的梯度是正确值的 {factor:.3g} 倍：检查 ∂L/∂Ŷ 的符号和平均。")
-    return CHAIN_RULE_HINT
+    return bool(np.allclose(got, factor * expected, rtol=1e-6, atol=1e-12)) and {"factor": f"{factor:.3g}"}
+
+
+SCALED = Probe(lambda expected, got, facts: _factor(expected, got),
+               ("Your gradient is {factor} times the right one: check the sign and the mean in ∂L/∂Ŷ.",
+                "你的梯度是正确值的 {factor} 倍：检查 ∂L/∂Ŷ 的符号和平均。"))
+TRANSPOSED = Probe(lambda expected, got, facts: same_values(np.asarray(got).T, expected),
+                   ("Those are the right numbers laid out as W1.T: ∂L/∂W1 has the shape of W1, X.T @ ∂L/∂X1.",
+                    "数值对了，但排成了 W1.T 的样子：∂L/∂W1 与 W1 形状相同，即 X.T @ ∂L/∂X1。"))
 
 
 def check_deeper_gradient(fn) -> bool:
     """Your ``fn(X, Y, params)`` must return ∂L/∂W1 of the 4.2 network with a second tanh
     layer; it runs on batches and layer sizes you do not see, against torch autograd."""
-    results = run_cases(fn, _autograd_W1, _deeper_cases())
-    return report(results, _same_array, _diagnose(first_failure(results, _same_array)))
+    return report(run_cases(fn, _autograd_W1, _deeper_cases()), same_values, probes=(TRANSPOSED, SCALED))
 
 
-register(Exercise("02.4", check_deeper_gradient, solution=deeper_network_gradient_W1, explanation=(
+register(Exercise("02.4", check_deeper_gradient, solution=deeper_network_gradient_W1, hint=(
+    "Go back one layer at a time from ∂L/∂Ŷ = 2 (Ŷ − Y)/Y.size: through a weight matrix is @ W.T, through tanh is "
+    "* (1 − H²) with that layer's own activation H; ∂L/∂W1 = X.T @ ∂L/∂X1.",
+    "从 ∂L/∂Ŷ = 2 (Ŷ − Y)/Y.size 出发逐层向后：穿过权重矩阵是 @ W.T，穿过 tanh 是 * (1 − H²)，"
+    "H 是该层自己的激活；∂L/∂W1 = X.T @ ∂L/∂X1。"), explanation=(
     "Each layer back costs two moves: through the weight matrix (@ W.T), then through tanh (* (1 − H²), with the "
-    "activation of that same layer). The article's fault 7 skipped the first move and did the second as a matrix product.",
+    "activation of that same layer). The article's fault 7 skipped the first move and did the second as a matrix "
+    "product.",
     "每向后穿过一层需要两步：先穿过权重矩阵（@ W.T），再穿过 tanh（* (1 − H²)，H 为同一层的激活）。"
     "文章的错误 7 跳过了第一步，并把第二步写成了矩阵乘法。")))

@@ -10,30 +10,31 @@ import torch.distributed as dist
 from ..costmodel import communication_per_epoch
 from ..model_averaging import allreduce_parameters_weighted_, permute_hidden_units
 from ..models import mlp
-from .core import Case, Exercise, check_number, check_on_ranks, register, verdict
+from .core import Case, Exercise, Probe, number_exercise, register, same_values, verdict
+from .ranks import NOT_IN_PLACE, check_on_ranks
 
-BYTES_HINT = ("Rounds per epoch = local steps per epoch / H; each round a ring all-reduce sends 2 (K − 1)/K · P "
-              "values of 4 bytes.",
-              "每轮次数 = 每个 epoch 的本地步数 / H；每一轮环形全归约发送 2 (K − 1)/K · P 个值，每个 4 字节。")
-TYPICAL_BYTES = {                # a typical wrong value → what it forgot
-    14_460: ("That is one averaging round; an epoch of 12 local steps averages every H = 4 steps.",
-             "这是一轮平均的量；一个 epoch 有 12 个本地步，每 H = 4 步平均一次。"),
-    173_520: ("That is averaging after every step (H = 1); here the models are averaged every 4 steps.",
-              "这是每步都平均（H = 1）的量；这里每 4 步才平均一次。"),
-    10_845: ("That counts values; each float32 value is 4 bytes.", "这数的是值的个数；每个 float32 值占 4 字节。"),
-    57_840: ("A ring all-reduce sends 2 (K − 1)/K · P values per worker, not 2P.",
-             "环形全归约每个 worker 发送 2 (K − 1)/K · P 个值，而不是 2P。"),
-}
-
-register(Exercise(
-    "04.1",
-    lambda answer: check_number(answer, communication_per_epoch(2410, 4, 4, steps_per_epoch=12)["bytes"],
-                                hint=BYTES_HINT, known=TYPICAL_BYTES),
-    solution=43_380,
-    explanation=("12 / 4 = 3 averaging rounds per epoch, each sending 2 · 3/4 · 2,410 = 3,615 values of 4 bytes: "
-                 "3 · 14,460 = 43,380 bytes, a quarter of what averaging after every step (H = 1) sends.",
-                 "12 / 4 = 每个 epoch 平均 3 次，每次发送 2 · 3/4 · 2,410 = 3,615 个 4 字节的值："
-                 "3 · 14,460 = 43,380 字节，是每步都平均（H = 1）的四分之一。")))
+number_exercise(
+    "04.1", stated={"P": 2410, "K": 4, "steps": 12, "H": 4},
+    answer=lambda P, K, steps, H: communication_per_epoch(P, K, H, steps_per_epoch=steps)["bytes"],
+    wrong=[(lambda P, K, steps, H: communication_per_epoch(P, K, H, steps_per_epoch=H)["bytes"],
+            ("That is one averaging round; an epoch of 12 local steps averages every H = 4 steps.",
+             "这是一轮平均的量；一个 epoch 有 12 个本地步，每 H = 4 步平均一次。")),
+           (lambda P, K, steps, H: communication_per_epoch(P, K, 1, steps_per_epoch=steps)["bytes"],
+            ("That is averaging after every step (H = 1); here the models are averaged every 4 steps.",
+             "这是每步都平均（H = 1）的量；这里每 4 步才平均一次。")),
+           (lambda P, K, steps, H: communication_per_epoch(P, K, H, steps_per_epoch=steps, bytes_per_value=1)["bytes"],
+            ("That counts values; each float32 value is 4 bytes.", "这数的是值的个数；每个 float32 值占 4 字节。")),
+           (lambda P, K, steps, H: 2 * P * 4 * steps / H,
+            ("A ring all-reduce sends 2 (K − 1)/K · P values per worker, not 2P.",
+             "环形全归约每个 worker 发送 2 (K − 1)/K · P 个值，而不是 2P。"))],
+    hint=("Rounds per epoch = local steps per epoch / H; each round a ring all-reduce sends 2 (K − 1)/K · P values of "
+          "4 bytes from each worker.",
+          "每个 epoch 的轮数 = 每个 epoch 的本地步数 / H；每一轮环形全归约让每个 worker 发送 2 (K − 1)/K · P 个值，"
+          "每个 4 字节。"),
+    explanation=("{steps} / {H} averaging rounds per epoch, each sending 2 · ({K} − 1)/{K} · {P} values of 4 bytes: "
+                 "{answer} bytes, 1/{H} of what averaging after every step (H = 1) sends.",
+                 "每个 epoch 平均 {steps} / {H} 次，每次发送 2 · ({K} − 1)/{K} · {P} 个 4 字节的值：共 {answer} 字节，"
+                 "是每步都平均（H = 1）的 1/{H}。"))
 
 
 # ------------------------------------------------------------------ 04.2
@@ -58,7 +59,10 @@ def check_permutation(answer) -> bool:
         "这个顺序让每个单元都留在原位（恒等排列）：参数没有移动。"))
 
 
-register(Exercise("04.2", check_permutation, solution=list(range(15, -1, -1)), explanation=(
+register(Exercise("04.2", check_permutation, solution=list(range(15, -1, -1)), hint=(
+    "A permutation moves row i of the first layer (and its bias) to place π(i), and column i of the second layer "
+    "with it. Which orders move nothing at all?",
+    "一个排列把第一层的第 i 行（及其偏置）移到位置 π(i)，第二层的第 i 列也随之移动。哪些顺序什么也没有移动？"), explanation=(
     "Any order but the identity: row i of the first layer and column i of the second move together, so each "
     "hidden unit keeps its inputs and its outputs, only its place changes. There are 16! − 1 such answers.",
     "除恒等排列外的任何顺序都对：第一层的第 i 行与第二层的第 i 列一起移动，每个隐藏单元保留自己的输入和输出，"
@@ -109,7 +113,10 @@ def check_statements(answer) -> bool:
         f"再看看 ({first})：你判断它{judged[1]}。按它所说设置滑块，再读图例。"))
 
 
-register(Exercise("04.3", check_statements, solution="ace", explanation=(
+register(Exercise("04.3", check_statements, solution="ace", hint=(
+    "Take the statements one at a time: set the sliders as the statement says (η stays 0.5), read the curves' end "
+    "points in the legend, and compare the numbers the statement names.",
+    "逐条判断：按每条陈述设置滑块（η 保持 0.5），读图例中各曲线的终点数值，再比较陈述里提到的数。"), explanation=(
     "; ".join(f"({k}) {v[0]}" for k, v in WHY.items()) + ".",
     "；".join(f"({k}) {v[1]}" for k, v in WHY.items()) + "。")))
 
@@ -128,28 +135,28 @@ def weighted_average_(tensors, weight):
 def weighted_average_driver(fn, rank: int, world_size: int, case: Case) -> tuple:
     """Run a learner's ``fn(tensors, weight)`` on this rank's tensors (float64, 23 values in all,
     which neither 2 nor 3 ranks divide) and the package's ``allreduce_parameters_weighted_`` on a
-    copy: (expected, got), each flattened to one vector."""
+    copy: (expected, got, facts), each flattened to one vector; the facts are the tensors before,
+    their plain mean over the ranks and the total weight, for the probes."""
     weights, shapes = case.args
     gen = torch.Generator().manual_seed(100 * world_size + rank)
     mine = [torch.randn(shape, generator=gen, dtype=torch.float64) for shape in shapes]
     expected = [t.clone() for t in mine]
     allreduce_parameters_weighted_(expected, weights[rank])
+    before = torch.cat([t.reshape(-1) for t in mine])
+    plain = before.clone()
+    dist.all_reduce(plain)
     fn(mine, weights[rank])
-    return torch.cat([t.reshape(-1) for t in expected]), torch.cat([t.reshape(-1) for t in mine])
+    return (torch.cat([t.reshape(-1) for t in expected]), torch.cat([t.reshape(-1) for t in mine]),
+            {"input": before, "plain mean": plain / world_size, "total weight": float(sum(weights))})
 
 
-def _same_values(got, expected) -> bool:
-    """The learner's tensors hold the weighted average, up to the rounding of another summation order."""
-    return got is not None and got.shape == expected.shape and bool(torch.allclose(got, expected, rtol=1e-10,
-                                                                                   atol=1e-12))
-
-
-WEIGHTED_AVERAGE_HINT = (
-    "Weigh your tensors by your weight, all-reduce the products and the weights, divide by the total weight "
-    "Σ_r w_r, and write the result into each tensor in place (t.copy_(...)); a rank of weight 0 still takes part "
-    "in every all_reduce.",
-    "用本进程的权重乘以张量，对乘积和权重分别做全归约，再除以总权重 Σ_r w_r，并把结果原地写回每个张量"
-    "（t.copy_(...)）；权重为 0 的进程也要参加每一次 all_reduce。")
+PLAIN_MEAN = Probe(lambda expected, got, facts: same_values(got, facts["plain mean"], rtol=1e-7, atol=1e-10),
+                   ("That is the plain mean over the ranks, right only when every weight is the same: weigh each "
+                    "rank's tensors by its weight.", "这是各进程的简单平均，只有权重都相同时才对：用每个进程的权重给它的张量加权。"))
+NOT_DIVIDED = Probe(lambda expected, got, facts: same_values(got, expected * facts["total weight"],
+                                                             rtol=1e-7, atol=1e-10),
+                    ("That is Σ_r w_r θ_r: divide it by the total weight Σ_r w_r = {total weight:g}.",
+                     "这是 Σ_r w_r θ_r：还要除以总权重 Σ_r w_r = {total weight:g}。"))
 
 
 def check_your_weighted_average(fn) -> bool:
@@ -157,11 +164,17 @@ def check_your_weighted_average(fn) -> bool:
     average over all ranks; run on 2, 3 and 1 ranks, uneven weights, a rank of weight 0."""
     shapes = ((5, 3), (7,), (1,))                  # 23 values: no number of ranks divides them
     cases = {k: [Case(f"weights {list(w)}", (w, shapes))] for k, w in ((2, (1, 3)), (3, (2, 0, 5)), (1, (4,)))}
-    return check_on_ranks(fn, f"{__name__}:weighted_average_driver", cases, same=_same_values,
-                          hint=WEIGHTED_AVERAGE_HINT, timeout=45)
+    return check_on_ranks(fn, f"{__name__}:weighted_average_driver", cases,
+                          same=lambda got, expected: same_values(got, expected, rtol=1e-10),
+                          probes=(NOT_IN_PLACE, PLAIN_MEAN, NOT_DIVIDED))
 
 
-register(Exercise("04.4", check_your_weighted_average, solution=weighted_average_, explanation=(
+register(Exercise("04.4", check_your_weighted_average, solution=weighted_average_, hint=(
+    "Weigh your tensors by your weight, all-reduce the products and the weights, divide by the total weight "
+    "Σ_r w_r, and write the result into each tensor in place (t.copy_(...)); a rank of weight 0 still takes part "
+    "in every all_reduce.",
+    "用本进程的权重乘以张量，对乘积和权重分别做全归约，再除以总权重 Σ_r w_r，并把结果原地写回每个张量"
+    "（t.copy_(...)）；权重为 0 的进程也要参加每一次 all_reduce。"), explanation=(
     "One all-reduce for the weights and one per tensor is clear but pays the latency of each; the package's "
     "allreduce_parameters_weighted_ flattens every tensor and the weight into one vector and needs a single one.",
     "权重一次全归约、每个张量各一次，写法清楚，但每次都要付出延迟；本包的 allreduce_parameters_weighted_ "

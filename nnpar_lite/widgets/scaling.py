@@ -81,33 +81,12 @@ def heterogeneous_widget():
     return interactive_figure(controls, [list(controls)], draw, slow=True)
 
 
-def memory_layouts(devices: int, *, activations: bool = False) -> dict[str, dict]:
-    """The ways of splitting a model over ``devices`` devices that the memory figure compares,
-    as keyword arguments of :func:`nnpar_lite.costmodel.training_memory`."""
-    layouts = {
-        "1 device": dict(),
-        f"data ×{devices}": dict(data_parallel=devices),
-        f"ZeRO-1 ×{devices}": dict(data_parallel=devices, zero_stage=1),
-        f"ZeRO-2 ×{devices}": dict(data_parallel=devices, zero_stage=2),
-        f"ZeRO-3 ×{devices}": dict(data_parallel=devices, zero_stage=3),
-        f"tensor ×{devices}": dict(tensor_parallel=devices),
-    }
-    if activations:
-        layouts[f"tensor ×{devices}, sequence parallel"] = dict(tensor_parallel=devices, sequence_parallel=True)
-    if devices >= 4:
-        layouts[f"tensor ×2, pipeline ×2, ZeRO-1 ×{devices // 4}"] = dict(
-            tensor_parallel=2, pipeline_parallel=2, data_parallel=devices // 4, zero_stage=1)
-    return layouts
-
-
 def memory_figure(num_params: float = 7e9, activation_bytes: float = 0.0, devices: int = 8,
                   precision: str = "fp32", device_gb: float = 80):
     """Per-device training memory (GB, 10⁹ bytes) of one model under several ways of splitting
     it over ``devices`` devices: its model states (weights, gradients, Adam's state) in fp32 or
     mixed precision, and the activations of the global batch when ``activation_bytes`` > 0."""
-    results = {name: costmodel.training_memory(num_params, precision=precision, optimizer="adam",
-                                               activation_bytes=activation_bytes, **kw)
-               for name, kw in memory_layouts(devices, activations=activation_bytes > 0).items()}
+    results = costmodel.memory_by_layout(num_params, devices, precision, activation_bytes)
     height = 0.4 * len(results) + 1.5
     fig, ax = plt.subplots(figsize=(8, height))
     fig.subplots_adjust(left=0.3, right=0.97, bottom=0.75 / height, top=1 - 0.45 / height)  # fixed: faster than tight_layout
@@ -132,8 +111,7 @@ def memory_figure(num_params: float = 7e9, activation_bytes: float = 0.0, device
     return fig, results
 
 
-MODEL_BILLIONS = (0.1, 0.3, 1, 3, 7, 13, 30, 70, 175, 405, 1000)
-DEVICE_COUNTS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
+MODEL_BILLIONS, DEVICE_COUNTS = costmodel.MODEL_BILLIONS, costmodel.DEVICE_COUNTS   # the sliders' choices
 
 
 def memory_widget():
