@@ -363,8 +363,10 @@ def worker_batches(worker: int, config: dict) -> list[tuple[torch.Tensor, torch.
 def parameter_server_run(rank: int, world_size: int, config: dict) -> dict:
     """Rank 0 is the parameter server (``asynchronous.serve``) for ``updates`` updates; ranks
     1 … K are workers (``asynchronous.work``) on their own digits, worker k slowed down by
-    ``delays[k − 1]`` seconds per gradient. Rank 0 returns the record of every update and the
-    final parameters; a worker returns how many gradients it sent."""
+    ``delays[k − 1]`` seconds per gradient. With ``head start`` k, worker 2 computes its first
+    gradient only once worker 1 has had k updates applied (:func:`_head_start`), so that it is
+    k updates stale whatever the machine's timing. Rank 0 returns the record of every update and
+    the final parameters; a worker returns how many gradients it sent."""
     from ..asynchronous import serve, work
 
     model = mlp(config["sizes"], seed=config.get("seed", 0), dtype=torch.float64)
@@ -374,7 +376,20 @@ def parameter_server_run(rank: int, world_size: int, config: dict) -> dict:
         for r in records:
             r["time"] -= start
         return {"records": records, "params": [p.detach().clone() for p in model.parameters()]}
-    return {"sent": work(model, worker_batches(rank, config), delay=config.get("delays", [0.0] * world_size)[rank - 1])}
+    return {"sent": work(model, worker_batches(rank, config), delay=config.get("delays", [0.0] * world_size)[rank - 1],
+                         before_gradient=_head_start(rank, config.get("head start", 0)))}
+
+
+def _head_start(rank: int, updates: int):
+    """Worker 2 waits, before its first gradient, for a message from worker 1, which sends it
+    once ``updates`` of its own gradients have been applied (it has their replies); None (no
+    waiting) for other ranks or a head start of 0."""
+    token = torch.zeros(1)
+    if updates and rank == 1:
+        return lambda sent: dist.send(token, dst=2) if sent == updates else None
+    if updates and rank == 2:
+        return lambda sent: dist.recv(token, src=1) if sent == 0 else None
+    return None
 
 
 def replay_parameter_server(records: Sequence[dict], config: dict) -> torch.nn.Module:
