@@ -287,13 +287,15 @@ def _global(rank_in_group: int, group) -> int:
 
 
 # ====================================================== overlapped with backward
-def plan_buckets_like_ddp(params: Sequence[torch.Tensor], bucket_mb: float = 25.0) -> list[list[int]]:
+def plan_buckets_like_ddp(params: Sequence[torch.Tensor], bucket_mb: float = 25.0,
+                          order: Sequence[int] | None = None) -> list[list[int]]:
     """Group parameter indices into buckets as DDP does with ``bucket_cap_mb=bucket_mb``, in
     torch 2.x, after its first iteration.
 
     In its first iteration DDP sends every gradient in one bucket and notes the order in which
-    they became ready; it then rebuilds its buckets in that order. When the layers run in the
-    order they were registered, that is *reverse* parameter order, the order used here. Walking
+    they became ready; it then rebuilds its buckets in that order, ``order`` here. Left out, it
+    is *reverse* parameter order, the order backward completes the layers when they run in the
+    order they were registered (a BatchNorm's weight, though, is ready before its bias). Walking
     it, each (dtype, device) keeps one open bucket, so parameters of another dtype in between do
     not close it; a bucket is closed as soon as it holds *at least* ``bucket_mb`` MiB; the
     buckets still open at the end follow the closed ones. (Left at its default,
@@ -306,7 +308,7 @@ def plan_buckets_like_ddp(params: Sequence[torch.Tensor], bucket_mb: float = 25.
         raise ValueError(f"bucket_mb must be a positive number, got {bucket_mb!r}")
     closed: list[list[int]] = []
     open_buckets: dict[tuple, tuple[list[int], list[int]]] = {}     # (dtype, device) → (indices, [bytes])
-    for i in reversed(range(len(params))):
+    for i in reversed(range(len(params))) if order is None else order:
         indices, size = open_buckets.setdefault((params[i].dtype, params[i].device), ([], [0]))
         indices.append(i)
         size[0] += params[i].numel() * params[i].element_size()
@@ -331,7 +333,9 @@ class DataParallel(torch.nn.Module):
     on each parameter (``register_post_accumulate_grad_hook``) fires when its gradient is
     complete and writes g_r / K into the parameter's place in its bucket; when a bucket is full,
     its all-reduce is started without waiting (``async_op=True``) and backward goes on with the
-    earlier layers. Buckets leave in the same order on every rank, as collectives must.
+    earlier layers. Buckets leave in the same order on every rank, as collectives must. After the
+    first synchronised step the buckets are planned again in the order the gradients became
+    ready, as DDP rebuilds its own.
 
     After ``loss.backward()`` call :meth:`finish_gradient_synchronization`: it sends the buckets
     that a parameter without a gradient held back, and waits for all. Each ``.grad`` is then a
@@ -355,22 +359,39 @@ class DataParallel(torch.nn.Module):
         if not trainable:
             raise ValueError("the module has no trainable parameter: there is no gradient to average")
         self.module, self.group, self.world_size = module, group, dist.get_world_size(group)
-        self.broadcast_buffers = broadcast_buffers
+        self.broadcast_buffers, self.bucket_mb = broadcast_buffers, bucket_mb
         _broadcast_from_first_rank(list(module.parameters()) + list(module.buffers()), group)
-        self.params, self.buckets = trainable, buckets
+        self.params = trainable
         self.names = [n for n, p in module.named_parameters() if p.requires_grad]   # for messages
-        sizes = [sum(trainable[i].numel() for i in b) for b in buckets]
-        sizes[-1:] = [s + len(trainable) for s in sizes[-1:]]             # the last bucket carries the mask
-        self.flats = [torch.zeros(n, dtype=trainable[b[0]].dtype, device=trainable[b[0]].device)
-                      for n, b in zip(sizes, buckets)]
-        self.slots: dict[int, tuple[int, int]] = {}          # parameter → (its bucket, its offset there)
-        for b, bucket in enumerate(buckets):
-            offsets = np.cumsum([0] + [trainable[i].numel() for i in bucket])
-            self.slots.update({i: (b, int(offset)) for i, offset in zip(bucket, offsets)})
+        self._lay_out(buckets)
+        self._ready_order: list[int] | None = []             # noted in the first synchronised backward
         self._syncing, self._sync_buffers_next, self._forward_ran = True, True, False
         self._reset()                                        # nothing in flight, every bucket empty
         for i, p in enumerate(trainable):
             p.register_post_accumulate_grad_hook(lambda param, i=i: self._gradient_ready(i, param))
+
+    def _lay_out(self, buckets: list[list[int]]) -> None:
+        """One flat tensor per bucket, each parameter's slot in one; the last bucket is one number
+        per parameter longer (the mask of which parameters have a gradient)."""
+        self.buckets, params = buckets, self.params
+        sizes = [sum(params[i].numel() for i in b) for b in buckets]
+        sizes[-1] += len(params)
+        self.flats = [torch.zeros(n, dtype=params[b[0]].dtype, device=params[b[0]].device)
+                      for n, b in zip(sizes, buckets)]
+        self.slots: dict[int, tuple[int, int]] = {}          # parameter → (its bucket, its offset there)
+        for b, bucket in enumerate(buckets):
+            offsets = np.cumsum([0] + [params[i].numel() for i in bucket])
+            self.slots.update({i: (b, int(offset)) for i, offset in zip(bucket, offsets)})
+
+    def _rebuild_buckets(self) -> None:
+        """After the first synchronised backward, as DDP: plan the buckets again in the order the
+        gradients became ready (rank 0's order, broadcast, so that every rank plans the same
+        buckets; parameters that got none come last)."""
+        noted = self._ready_order + [i for i in reversed(range(len(self.params))) if i not in self._ready_order]
+        order = torch.tensor(noted, device=self.params[0].device)
+        _broadcast_from_first_rank([order], self.group)
+        self._lay_out(plan_buckets_like_ddp(self.params, self.bucket_mb, order=order.tolist()))
+        self._ready_order = None
 
     def forward(self, *args, **kwargs):
         """The module's forward; before it, rank 0's buffers (when DDP would send them: after a
@@ -409,6 +430,8 @@ class DataParallel(torch.nn.Module):
                                "run the earlier ones inside no_sync())")
         self._into_slot(index, param)
         self._arrived.add(index)
+        if self._ready_order is not None:
+            self._ready_order.append(index)
         self._missing[self.slots[index][0]] -= 1
         while self._launched < len(self.buckets) and self._missing[self._launched] == 0:
             self._launch(self._launched)
@@ -448,6 +471,8 @@ class DataParallel(torch.nn.Module):
         for p, count in zip(self.params, self._mask().tolist() if self._works else ()):
             if count == 0:
                 p.grad = None
+        if self._works and self._ready_order is not None:
+            self._rebuild_buckets()
         self._reset()
 
     def _reset(self) -> None:

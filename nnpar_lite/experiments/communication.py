@@ -98,14 +98,14 @@ def compare_with_ddp(rank: int, world_size: int, configs: Sequence[dict]) -> lis
     the mean over all rows of all micro-batches, the reference's loss. Returns, per step, the
     largest parameter difference from DDP and from the reference, the largest buffer difference
     from DDP, and the buckets DDP handed its communication hook (:func:`record_ddp_buckets`);
-    DataParallel's buckets, and the checks around them."""
+    DataParallel's buckets at the end, and the checks around them."""
     return [_compare_one(rank, world_size, config) for config in configs]
 
 
 def _compare_one(rank: int, world_size: int, config: dict) -> dict:
     models = _three_models(rank, config)
     ours, ddp, reference = models["ours"], models["ddp"], models["reference"]
-    report = {"buckets": ours.buckets, "broadcast spread": _spread_across_ranks(_flat(ours.module)),
+    report = {"broadcast spread": _spread_across_ranks(_flat(ours.module)),
               "vs rank 0's model": max_abs_difference(ours.module, reference), "vs_ddp": [], "vs_reference": [],
               "buffers vs_ddp": [], "ddp buckets": []}
     ddp_buckets: list = []
@@ -132,6 +132,7 @@ def _compare_one(rank: int, world_size: int, config: dict) -> dict:
         report["vs_reference"].append(max_abs_difference(ours.module, reference))
         report["ddp buckets"].append(_buckets_of_one_step(ddp_buckets))
     report["final spread"] = _spread_across_ranks(_flat(ours.module))
+    report["buckets"] = ours.buckets                                  # planned again after the first step
     report["frozen moved"] = max((float((p - fixed[n]).abs().max()) for n, p in ours.module.named_parameters()
                                   if not p.requires_grad), default=0.0)
     return report

@@ -55,7 +55,13 @@ def fsdp_timeline_figure(trace: list[dict]):
     ax.set_xlim(0, end)
     ax.set_ylim(len(units) - 0.5, -0.5)
     ax.set_yticks(range(len(units)), [f"model[{u}]" if u.isdigit() else u for u in units])
-    ax.set_title("one FSDP step: each layer's weights exist whole only between its gather and its free", fontsize=9)
+    ax.set_title("one FSDP step: each layer's weights exist whole only between its gather and its free", fontsize=9,
+                 pad=20)
+    legend = {"gather: all-gather of the layer's shards": "all-gather", "forward": "forward", "backward": "backward",
+              "r-s: reduce-scatter of its gradient": "reduce-scatter", "free": "free"}
+    ax.legend(handles=[Rectangle((0, 0), 1, 1, fc=COLORS[what], ec="k", lw=0.5, label=label)
+                       for label, what in legend.items()], loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5,
+              fontsize=7, frameon=False, handlelength=1.2)
     xs = [start + width for start, width, _, what in boxes if what in ("all-gather", "free", "reduce-scatter")]
     held = [e["gathered bytes"] for e in trace]
     low.step([0] + xs, [0] + held, where="post", color="C0")
