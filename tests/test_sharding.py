@@ -116,9 +116,9 @@ def test_measured_memory_equals_the_calculator(results):
     """fp32: parameters, gradients and optimizer state each equal; fp16 compute: the totals
     (the calculator books 2 + 2 + 12 bytes per parameter, ours holds 4 + 4 + 8)."""
     for n, rank, report in every_rank(results):
-        for row in report["memory"]:
-            if row["sizes"] != runs.MEMORY_SIZES:
-                continue
+        rows = [row for row in report["memory"] if row["sizes"] == runs.MEMORY_SIZES]
+        assert len(rows) == 5, (n, rank)
+        for row in rows:
             held, predicted = row["held"], row["predicted"]
             assert held["other"] == (0 if n == 4 else None), row     # the census of every tensor, on 4 ranks
             parts = ("total",) if row["compute dtype"] else ("parameters", "gradients", "optimizer state", "total")
@@ -144,9 +144,10 @@ def test_bytes_sent_per_step_match_the_zero_paper(results):
     """Stage 0 (a ring all-reduce), 1 and 2 send 2 (N − 1)/N · Ψ elements per rank, stage 3 sends 3."""
     psi = sum((a + 1) * b for a, b in zip(runs.MEMORY_SIZES[:-1], runs.MEMORY_SIZES[1:]))
     for n, rank, report in every_rank(results):
-        for row in report["memory"]:
-            if row["sizes"] == runs.MEMORY_SIZES:
-                assert row["elements sent"] == (3 if row["stage"] == 3 else 2) * (n - 1) * psi // n, row
+        rows = [row for row in report["memory"] if row["sizes"] == runs.MEMORY_SIZES]
+        assert sorted(row["stage"] for row in rows) == [0, 1, 2, 3, 3], (n, rank)     # stage 3 in fp32 and fp16
+        for row in rows:
+            assert row["elements sent"] == (3 if row["stage"] == 3 else 2) * (n - 1) * psi // n, row
 
 
 # ------------------------------------------------------------------ the edge cases (tests/edge_workers.py)
