@@ -458,14 +458,8 @@ class DataParallel(torch.nn.Module):
         slot holds its accumulated gradient, or 0), wait for every bucket: each ``.grad`` then
         holds 1/K Σ_r g_r. A parameter that no rank used keeps no gradient, as DDP leaves it. Does
         nothing when no forward with gradients ran since the last call (or only inside no_sync)."""
-        if self._launched < len(self.buckets):
-            if self._forward_ran:
-                self._mask().copy_(torch.tensor([float(i in self._arrived or p.grad is not None)
-                                                 for i, p in enumerate(self.params)]))
-            for bucket in range(self._launched, len(self.buckets)) if self._forward_ran else ():
-                for i in (i for i in self.buckets[bucket] if i not in self._arrived):
-                    self._into_slot(i, self.params[i])
-                self._launch(bucket)
+        if self._forward_ran:
+            self._send_held_back()
         for work in self._works:
             work.wait()
         for p, count in zip(self.params, self._mask().tolist() if self._works else ()):
@@ -474,6 +468,21 @@ class DataParallel(torch.nn.Module):
         if self._works and self._ready_order is not None:
             self._rebuild_buckets()
         self._reset()
+
+    def _send_held_back(self) -> None:
+        """Launch, in order, the buckets that a parameter without a gradient on this rank held back;
+        its slot takes what it accumulated (÷ K), or 0. Before the last bucket leaves, the mask at
+        its end notes which parameters have a gradient here."""
+        if self._launched == len(self.buckets):
+            return
+        self._mask().copy_(torch.tensor([float(i in self._arrived or p.grad is not None)
+                                         for i, p in enumerate(self.params)]))
+        for bucket in range(self._launched, len(self.buckets)):
+            for i in self.buckets[bucket]:
+                if i not in self._arrived:
+                    self._into_slot(i, self.params[i])
+            self._launch(bucket)
+        self._launched = len(self.buckets)
 
     def _reset(self) -> None:
         self._works, self._launched, self._arrived, self._forward_ran = [], 0, set(), False
