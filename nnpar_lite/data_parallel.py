@@ -143,7 +143,8 @@ def _trainable(params: torch.nn.Module | Iterable[torch.Tensor]) -> list[torch.T
 
 def agree_on_gradients(params: torch.nn.Module | Iterable[torch.Tensor], *, group=None) -> list[torch.Tensor]:
     """Which parameters have a gradient on *some* rank, agreed by one small all-reduce of a mask
-    (one number per trainable parameter), as DDP's ``find_unused_parameters=True`` agrees.
+    (one number per trainable parameter), as DDP's ``find_unused_parameters=True`` agrees
+    (:func:`allreduce_gradients_naive`; :func:`allreduce_gradients` lets the mask ride in a bucket).
 
         used_i = Σ_r [rank r has a gradient for parameter i] > 0
 
@@ -169,7 +170,7 @@ def _check_weight(weight: float | None) -> None:
 
 
 def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = None, bucket_mb: float = 25.0,
-                    group=None) -> None:
+                    group=None, tally: Sequence[float] | None = None) -> list[float] | None:
     """Average the given tensors in place over the group, bucket by bucket.
 
         without weight:  t ← 1/K Σ_r t_r
@@ -177,25 +178,29 @@ def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = N
 
     Tensors are flattened into buckets of at most ``bucket_mb`` MiB in reverse order, one
     all-reduce each, all in flight at once; Σ_r w_r rides along at the end of the last
-    bucket, so weighting costs no extra round trip. Every rank must pass tensors of the same
-    shapes in the same order.
+    bucket, so weighting costs no extra round trip, and so does ``tally`` (a few numbers to be
+    summed over the ranks, returned). Every rank must pass tensors of the same shapes in the
+    same order.
     """
     _check_weight(weight)
     if not tensors:
-        return
+        return None
     buckets = plan_buckets(tensors, bucket_mb)
     flats = [torch.cat([tensors[i].reshape(-1) for i in bucket]) for bucket in buckets]   # fresh copies
     if weight is not None:
         for flat in flats:
             flat.mul_(float(weight))
-        flats[-1] = torch.cat([flats[-1], flats[-1].new_tensor([float(weight)])])
+    riders = ([float(weight)] if weight is not None else []) + [float(t) for t in tally or []]
+    flats[-1] = torch.cat([flats[-1], flats[-1].new_tensor(riders)])
     for work in [dist.all_reduce(flat, group=group, async_op=True) for flat in flats]:
         work.wait()
-    total = float(dist.get_world_size(group)) if weight is None else float(flats[-1][-1])
+    summed = flats[-1][flats[-1].numel() - len(riders):].tolist()
+    total = float(dist.get_world_size(group)) if weight is None else summed[0]
     if total <= 0:
         raise ValueError("the weights of all ranks add up to 0: no rank has a sample")
     for bucket, flat in zip(buckets, flats):
         _copy_back([tensors[i] for i in bucket], flat, scale=1.0 / total)
+    return summed[1:] if weight is not None else summed
 
 
 @torch.no_grad()
@@ -219,14 +224,22 @@ def allreduce_gradients(params: torch.nn.Module | Iterable[torch.Tensor], *, wei
     Gradients are flattened into buckets of at most ``bucket_mb`` MiB in reverse
     parameter order (backward produces the last layer's first), one all-reduce
     per bucket (:func:`allreduce_mean_`). Parameters with ``requires_grad=False`` are left
-    alone; a parameter that some ranks did not use counts as a zero gradient there, and one
-    that no rank used keeps no gradient (:func:`agree_on_gradients`, DDP's
-    ``find_unused_parameters=True``). Every rank must call it with the same parameters, in the
-    same order.
+    alone. A parameter this rank did not use counts as a zero gradient here (it did not touch
+    this rank's loss), so every rank sends buckets of the same sizes; a mask of which
+    parameters had a gradient rides at the end of the last bucket, and one that no rank used
+    keeps no gradient, so torch's optimizers skip it: DDP's ``find_unused_parameters=True``.
+    Every rank must call it with the same parameters, in the same order.
     """
     _check_weight(weight)
-    used = agree_on_gradients(params, group=group)
-    allreduce_mean_([p.grad for p in used], weight=weight, bucket_mb=bucket_mb, group=group)
+    trainable = _trainable(params)
+    had = [p.grad is not None for p in trainable]
+    for p in trainable:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    used = allreduce_mean_([p.grad for p in trainable], weight=weight, bucket_mb=bucket_mb, group=group, tally=had)
+    for p, count in zip(trainable, used or []):
+        if count == 0:
+            p.grad = None
 
 
 def allreduce_gradients_naive(params: torch.nn.Module | Iterable[torch.Tensor], *, group=None) -> None:
