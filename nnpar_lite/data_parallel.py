@@ -186,12 +186,13 @@ def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = N
     if not tensors:
         return None
     buckets = plan_buckets(tensors, bucket_mb)
-    flats = [torch.cat([tensors[i].reshape(-1) for i in bucket]) for bucket in buckets]   # fresh copies
-    if weight is not None:
-        for flat in flats:
-            flat.mul_(float(weight))
     riders = ([float(weight)] if weight is not None else []) + [float(t) for t in tally or []]
-    flats[-1] = torch.cat([flats[-1], flats[-1].new_tensor(riders)])
+    pieces = [[tensors[i].reshape(-1) for i in bucket] for bucket in buckets]
+    pieces[-1].append(pieces[-1][0].new_tensor(riders))                  # the riders, in the same copy
+    flats = [torch.cat(bucket) for bucket in pieces]                      # fresh copies
+    if weight is not None:
+        for flat, bucket in zip(flats, buckets):
+            flat[:sum(tensors[i].numel() for i in bucket)].mul_(float(weight))
     for work in [dist.all_reduce(flat, group=group, async_op=True) for flat in flats]:
         work.wait()
     summed = flats[-1][flats[-1].numel() - len(riders):].tolist()
