@@ -70,23 +70,40 @@ def stale_sgd(model: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, torc
     A copy of the model plays the worker: it loads θ_{t−τ_t} (kept in a window of the last
     max τ + 1 parameter sets), computes the gradient of its batch, and the update is applied to
     the current θ with the article's ``sgd_step``. With τ = 0 every gradient is fresh: plain
-    (synchronous) SGD, step for step. Returns each batch's loss as its worker saw it."""
+    (synchronous) SGD, step for step. Frozen parameters (``requires_grad=False``) stay as they
+    are; a trainable one that a batch leaves without a gradient is refused, by name, and the
+    model is left unchanged. Returns each batch's loss as its worker saw it."""
     taus = _staleness_per_step(staleness, len(batches))
-    params = list(model.parameters())
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
+    theta = [p.detach().clone() for p in params]                  # θ_t; written back to the model at the end
     worker = _copy_of(model)
+    trained = [p for p in worker.parameters() if p.requires_grad]
     history: deque[list[torch.Tensor]] = deque(maxlen=max(taus, default=0) + 1)   # θ_t, θ_{t−1}, …
     losses = []
-    for (x, y), tau in zip(batches, taus):
-        history.appendleft([p.detach().clone() for p in params])
+    for t, ((x, y), tau) in enumerate(zip(batches, taus)):
+        history.appendleft([p.clone() for p in theta])
         with torch.no_grad():
-            for w, old in zip(worker.parameters(), history[tau]):
+            for w, old in zip(trained, history[tau]):
                 w.copy_(old)                                        # the worker reads θ_{t−τ}
         worker.zero_grad(set_to_none=True)
         loss = loss_fn(worker(x), y)
         loss.backward()
-        sgd_step(params, [w.grad for w in worker.parameters()], lr, out=params)
+        _check_gradients(names, trained, t)
+        sgd_step(theta, [w.grad for w in trained], lr, out=theta)
         losses.append(float(loss.detach()))
+    with torch.no_grad():
+        for p, value in zip(params, theta):
+            p.copy_(value)
     return losses
+
+
+def _check_gradients(names: Sequence[str], params: Sequence[torch.Tensor], step: int) -> None:
+    """Every trainable parameter must have a gradient: name the first that has none."""
+    for name, p in zip(names, params):
+        if p.grad is None:
+            raise ValueError(f"parameter {name!r} got no gradient from batch {step}: stale_sgd updates every "
+                             "trainable parameter; freeze it (requires_grad=False) or use it in the forward")
 
 
 def _copy_of(model: torch.nn.Module) -> torch.nn.Module:
@@ -139,16 +156,21 @@ def serve(model: torch.nn.Module, lr: float, updates: int, *, group=None) -> lis
 
 
 def work(model: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *, server: int = 0,
-         loss_fn: Callable = F.cross_entropy, delay: float = 0.0, group=None) -> int:
+         loss_fn: Callable = F.cross_entropy, delay: float = 0.0, before_gradient: Callable[[int], None] | None = None,
+         group=None) -> int:
     """A worker: receive θ, compute the gradient of its next batch (cycling through
     ``batches``) on that θ, send it with θ's version and the batch's index, receive the θ the
     server sends back; until told to stop. ``delay`` seconds of waiting per gradient make it a
-    slower machine. Returns how many gradients it sent."""
+    slower machine; ``before_gradient(n)``, if given, runs before the n-th gradient (n = 0, 1,
+    …), with θ already received: a test holds a worker back there. Returns how many gradients
+    it sent."""
     params = list(model.parameters())
     inbox = _flat(params).new_empty(1 + sum(p.numel() for p in params))
     dist.recv(inbox, src=server, group=group)
     sent = 0
     while inbox[0] >= 0:
+        if before_gradient is not None:
+            before_gradient(sent)
         _unflat_into(inbox[1:], params)
         model.zero_grad(set_to_none=True)
         x, y = batches[sent % len(batches)]

@@ -15,8 +15,11 @@ less than the tensors themselves:
 
 **Error feedback** (Seide et al. 2014; Karimireddy et al. 2019): what a worker did not send,
 e ← Δ − C(Δ) with Δ = g + e, is added to its next gradient. Nothing is lost, only delayed:
-summed over T steps the outputs differ from the true averages by the residuals of the first
-and last step only, so their running mean approaches the true one as 1/T.
+summed over T steps the outputs equal the true averages plus ē_0 − ē_T (ē: the workers' mean
+residual), and with e_0 = 0 (the residuals start at zero) only the last one remains. So *if
+the residual stays bounded* (top-k, which sends a fixed share of each worker's Δ, keeps it so;
+the tests check PowerSGD's mean residual too), the running mean of the outputs approaches the
+true one as 1/T; a residual that grew without bound would never be repaid.
 
 As torch's PowerSGD hook does, tensors of two or more dimensions are reshaped to
 (shape[0], −1) and compressed (PowerSGD only where that saves enough, its
@@ -210,8 +213,28 @@ def _top_positions(flat: torch.Tensor, sizes: Sequence[int], fraction: float) ->
 
 
 def _orthonormal(matrix: torch.Tensor) -> torch.Tensor:
-    """Orthonormal columns spanning ``matrix``'s (the Q of a reduced QR; robust to zero columns)."""
+    """Orthonormal columns spanning ``matrix``'s: the Q of a reduced QR (robust to zero columns);
+    in float16 and bfloat16, which torch's QR does not take, Gram–Schmidt, as torch's PowerSGD
+    hook does (:func:`_gram_schmidt`)."""
+    if matrix.dtype in (torch.float16, torch.bfloat16):
+        return _gram_schmidt(matrix)
     return torch.linalg.qr(matrix).Q
+
+
+def _gram_schmidt(matrix: torch.Tensor) -> torch.Tensor:
+    """Classical Gram–Schmidt, column by column, as torch's ``_orthogonalize_gram_schmidt``:
+
+        q_i ← p_i / ‖p_i‖,   p_j ← p_j − ⟨q_i, p_j⟩ q_i  for every later column j
+
+    A zero column stays zero (torch's hook would divide by zero there)."""
+    q = matrix.clone()
+    for i in range(q.shape[1]):
+        column = q[:, i:i + 1]
+        norm = torch.linalg.vector_norm(column, dim=0, keepdim=True)
+        column /= torch.where(norm > 0, norm, torch.ones_like(norm))
+        rest = q[:, i + 1:]
+        rest -= (column * rest).sum(dim=0, keepdim=True) * column
+    return q
 
 
 def _flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

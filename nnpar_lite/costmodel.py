@@ -37,8 +37,10 @@ def peak_activations(num_stages: int, num_microbatches: int, stage: int, schedul
     GPipe runs all m forwards before any backward: m. One-forward-one-backward with a
     flush at the end of the step (1F1B: Narayanan et al., ICML 2021, "Memory-Efficient
     Pipeline-Parallel DNN Training", PipeDream-Flush; Megatron-LM at scale, SC21) starts
-    backwards as soon as it can: at most p − stage. (PipeDream itself, SOSP 2019, is
-    asynchronous 1F1B with weight stashing and has no flush.)
+    backwards as soon as it can: at most p − stage, so stage 0 holds the most, min(p, m).
+    (PipeDream itself, SOSP 2019, is asynchronous 1F1B with weight stashing and has no flush.)
+    Without activation recomputation: GPipe's paper recomputes each stage's forward during
+    backward and keeps only the micro-batches' stage inputs, which this count leaves out.
     """
     p, m = _positive_int("num_stages", num_stages), _positive_int("num_microbatches", num_microbatches)
     if not 0 <= stage < p:
@@ -200,26 +202,29 @@ def model_state_bytes(num_params: float, *, precision: str = "fp32", optimizer: 
 
 def training_memory(num_params: float, *, precision: str = "fp32", optimizer: str = "adam", num_tensors: int = 0,
                     activation_bytes: float = 0.0, zero_stage: int = 0, data_parallel: int = 1,
-                    tensor_parallel: int = 1, pipeline_parallel: int = 1,
-                    sequence_parallel: bool = False) -> dict[str, float]:
+                    tensor_parallel: int = 1, pipeline_parallel: int = 1, num_microbatches: int = 1,
+                    schedule: str = "gpipe", sequence_parallel: bool = False) -> dict[str, float]:
     """Bytes per device for training a model of ``num_params`` parameters (Ψ).
 
     Model states (:func:`model_state_bytes`): tensor (t) and pipeline (p) parallelism split
     all three; ZeRO (Rajbhandari et al. 2020) shards them over the d data-parallel replicas,
     stage 1 the optimizer state, 2 also the gradients, 3 also the weights. ``activation_bytes``
-    are those of the whole global batch on one unsplit replica: d replicas each see 1/d of
-    the batch, p stages each keep their layers' share (to first order), and t devices split
+    are those of the whole global batch on one unsplit replica, none recomputed: d replicas
+    each see 1/d of the batch; p stages each keep their layers' share (to first order), and of
+    the ``num_microbatches`` m a stage holds at its peak all m under ``schedule`` "gpipe" and
+    min(p, m) under "1f1b" (stage 0, the fullest: :func:`peak_activations`); t devices split
     all but the replicated share unless ``sequence_parallel`` splits that too.
     """
     if zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {zero_stage!r}")
     d, t = _positive_int("data_parallel", data_parallel), _positive_int("tensor_parallel", tensor_parallel)
-    split = t * _positive_int("pipeline_parallel", pipeline_parallel)
+    p, m = _positive_int("pipeline_parallel", pipeline_parallel), _positive_int("num_microbatches", num_microbatches)
     states = model_state_bytes(num_params, precision=precision, optimizer=optimizer, num_tensors=num_tensors)
     sharded_from = {"parameters": 3, "gradients": 2, "optimizer state": 1}
-    memory = {part: b / split / (d if zero_stage >= sharded_from[part] else 1) for part, b in states.items()}
+    memory = {part: b / (t * p) / (d if zero_stage >= sharded_from[part] else 1) for part, b in states.items()}
     replicated = 0.0 if sequence_parallel or t == 1 else REPLICATED_ACTIVATIONS
-    memory["activations"] = activation_bytes / (d * split / t) * (replicated + (1 - replicated) / t)
+    held = peak_activations(p, m, 0, schedule) / m                  # share of the m micro-batches held at once
+    memory["activations"] = activation_bytes / (d * p) * held * (replicated + (1 - replicated) / t)
     memory["total"] = sum(memory.values())
     return memory
 

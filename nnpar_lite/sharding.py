@@ -175,17 +175,24 @@ class ShardedOptimizer(torch.optim.Optimizer):
 
     ``ShardedOptimizer(params, torch.optim.AdamW, lr=1e-3, weight_decay=0.1)`` takes
     parameters or param groups as torch does. Rank r keeps optimizer state only for chunk r
-    of each trainable parameter (``.optim`` is the local optimizer over these chunks, as in
-    torch's ``ZeroRedundancyOptimizer``). ``step()`` averages the gradients itself, with a
-    reduce-scatter (do not all-reduce them before), updates the chunk, and all-gathers the
-    updated chunks: 2 (N − 1)/N · Ψ elements sent, what data parallelism's all-reduce sends.
+    of *each* trainable parameter, 1/N of every tensor (``.optim`` is the local optimizer over
+    these chunks). torch's ``ZeroRedundancyOptimizer`` shards differently: it gives each rank
+    whole parameters, about 1/N of the total, so its shares are even only when the tensors are
+    small beside Ψ/N. ``step()`` averages the gradients itself, with a reduce-scatter (do not
+    all-reduce them before), updates the chunk, and all-gathers the updated chunks:
+    2 (N − 1)/N · Ψ elements sent, what data parallelism's all-reduce sends.
 
-    ``shard_gradients=True`` is ZeRO-2: each gradient is reduce-scattered by a hook as
-    soon as backward has produced it, and freed; the rank keeps only its chunk.
+    ``shard_gradients=True`` is ZeRO-2: a hook reduce-scatters each gradient as soon as backward
+    has produced it, in backward's order (the same on every rank), and frees it; the rank keeps
+    only its chunk. Every rank's backward must reach at least one trainable parameter.
 
-    A parameter without a gradient counts as a zero gradient (as in DDP). After ``step()``,
-    ZeRO-1's ``p.grad`` holds the average in this rank's chunk and the local gradient
-    elsewhere. ``state_dict()`` is this rank's shard: each rank saves its own."""
+    A parameter used on some ranks only counts as a zero gradient on the others, as in DDP; one
+    that no rank used gets no gradient, so the optimizer skips it as torch's optimizers do (no
+    weight decay, no moment update): one small all-reduce of a mask per step agrees on which
+    is which (:meth:`_used_somewhere`). After ``step()``, ZeRO-1's ``p.grad`` holds the average
+    in this rank's chunk and the local gradient elsewhere. ``state_dict()`` is this rank's
+    shard, learning rates included: each rank saves its own, and ``load_state_dict`` puts the
+    saved hyperparameters back into ``param_groups``, where a scheduler reads them."""
 
     def __init__(self, params: Iterable, optimizer_cls: type, *, shard_gradients: bool = False, group=None,
                  use_ring: bool = False, **defaults: Any):
@@ -201,7 +208,9 @@ class ShardedOptimizer(torch.optim.Optimizer):
         self.chunks = {p: self._own_chunk(p) for p in trainable}
         self.optim = optimizer_cls([{**self._hyperparameters(g), "params": [self.chunks[p] for p in g["params"]
                                      if p in self.chunks and self.chunks[p].numel()]} for g in self.param_groups])
-        self._hooks = [p.register_post_accumulate_grad_hook(self._reduce_scatter_one)
+        self._order = trainable[::-1]              # ZeRO-2's reduce-scatters: backward's order, on every rank
+        self._new_backward()
+        self._hooks = [p.register_post_accumulate_grad_hook(self._gradient_ready)
                        for p in trainable] if shard_gradients else []
 
     def _trainable(self) -> list[torch.Tensor]:
@@ -234,21 +243,63 @@ class ShardedOptimizer(torch.optim.Optimizer):
                               use_ring=self.use_ring).div_(n)
         return [c[:self.chunks[p].numel()] for c, p in zip(mine.split([self.sizes[p] for p in params]), params)]
 
+    def _used_somewhere(self, has_gradient: list[bool]) -> list[bool]:
+        """One all-reduce of a mask, one number per parameter: which have a gradient on some rank."""
+        mask = torch.tensor([float(h) for h in has_gradient], device=next(iter(self.chunks)).device)
+        dist.all_reduce(mask, group=self.group)
+        return [count > 0 for count in mask.tolist()]
+
+    def _new_backward(self) -> None:
+        self._ready: set[int] = set()              # ids of the parameters whose gradient is complete
+        self._sent, self._flush_queued = 0, False  # how many of _order are reduce-scattered; flush asked for
+
     @torch.no_grad()
-    def _reduce_scatter_one(self, p: torch.Tensor) -> None:
-        """ZeRO-2's hook, run as soon as p.grad is complete: keep this rank's chunk of the
-        average (added to what earlier backward passes left), free the full gradient."""
-        (average,) = self._average_of_own_chunk([p.grad], [p])
+    def _gradient_ready(self, p: torch.Tensor) -> None:
+        """ZeRO-2's hook, run as soon as p.grad is complete: reduce-scatter, in backward's order,
+        every gradient that is ready and has none missing before it; what a parameter without a
+        gradient holds back waits for the end of backward (:meth:`_end_of_backward`)."""
+        if not self._flush_queued:
+            torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
+            self._flush_queued = True
+        self._ready.add(id(p))
+        while self._sent < len(self._order) and id(self._order[self._sent]) in self._ready:
+            self._keep_own_chunk(self._order[self._sent])
+            self._sent += 1
+
+    def _keep_own_chunk(self, p: torch.Tensor, average: torch.Tensor | None = None) -> None:
+        """Keep this rank's chunk of the average of p's gradient (added to what earlier backward
+        passes left, for accumulation) and free the full gradient."""
+        if average is None:
+            (average,) = self._average_of_own_chunk([p.grad], [p])
         chunk = self.chunks[p]
         chunk.grad = average.clone() if chunk.grad is None else chunk.grad.add_(average)
         p.grad = None
 
     @torch.no_grad()
+    def _end_of_backward(self) -> None:
+        """ZeRO-2, when backward is done: reduce-scatter, in order, the gradients still waiting
+        (zeros for a parameter this rank did not use), then agree on which parameters some rank
+        used; one that no rank used keeps no gradient."""
+        waiting = self._order[self._sent:]
+        local = [id(p) in self._ready or p.grad is not None for p in self._order]
+        averages = [self._average_of_own_chunk([p.grad], [p])[0] for p in waiting]
+        used = dict(zip(map(id, self._order), self._used_somewhere(local)))
+        for p, average in zip(waiting, averages):
+            if used[id(p)]:
+                self._keep_own_chunk(p, average)
+        self._new_backward()
+
+    @torch.no_grad()
     def _reduce_scatter_all(self) -> None:
-        """ZeRO-1, in step(): one reduce-scatter of every gradient; each rank writes the average
-        of its chunk into its own p.grad, which the chunk's .grad then views."""
+        """ZeRO-1, in step(): agree on which parameters have a gradient somewhere, then one
+        reduce-scatter of theirs; each rank writes the average of its chunk into its own p.grad,
+        which the chunk's .grad then views. A parameter no rank used keeps no gradient."""
         params = list(self.chunks)
-        for p, average in zip(params, self._average_of_own_chunk([p.grad for p in params], params)):
+        used = self._used_somewhere([p.grad is not None for p in params])
+        for p in (p for p, u in zip(params, used) if not u):
+            self.chunks[p].grad = None
+        params = [p for p, u in zip(params, used) if u]
+        for p, average in zip(params, self._average_of_own_chunk([p.grad for p in params], params) if params else []):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             own = self.chunks[p]
@@ -276,28 +327,39 @@ class ShardedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for mine, local in zip(self.param_groups, self.optim.param_groups):
-            local.update(self._hyperparameters(mine))      # a learning-rate scheduler changed ours
+        self._push_hyperparameters()
         if not self.shard_gradients:
             self._reduce_scatter_all()
         self.optim.step()
         self._all_gather_parameters()
         return loss
 
+    def _push_hyperparameters(self) -> None:
+        """Our param_groups' learning rate and the rest into the local optimizer's (a learning-rate
+        scheduler changes ours)."""
+        for mine, local in zip(self.param_groups, self.optim.param_groups):
+            local.update(self._hyperparameters(mine))
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
         self.optim.zero_grad(set_to_none)
 
     def state_dict(self) -> dict:
-        """This rank's shard of the optimizer state, and where it belongs."""
+        """This rank's shard of the optimizer state, its hyperparameters as they are now, and
+        where it belongs."""
+        self._push_hyperparameters()
         return {"rank": self.rank, "world_size": self.world_size, "shard": self.optim.state_dict()}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Load this rank's shard; ``param_groups`` then holds the saved hyperparameters (a
+        scheduler resumed after it continues from the saved learning rate)."""
         if (state_dict.get("rank"), state_dict.get("world_size")) != (self.rank, self.world_size):
             raise ValueError(f"this state was saved by rank {state_dict.get('rank')} of "
                              f"{state_dict.get('world_size')}; this is rank {self.rank} of {self.world_size}: a "
                              "shard loads only on the rank, and the world size, that saved it")
         self.optim.load_state_dict(state_dict["shard"])
+        for mine, local in zip(self.param_groups, self.optim.param_groups):
+            mine.update(self._hyperparameters(local))
 
 
 # ============================================================ ZeRO-3: FSDP
@@ -308,13 +370,14 @@ def owns_parameters(module: torch.nn.Module) -> bool:
 
 
 class _Unit:
-    """The parameters one module owns, flattened into one buffer of N·S elements (zero
+    """The parameters one selected module owns, flattened into one buffer of N·S elements (zero
     padding at the end) of which this rank keeps elements [r·S, (r+1)·S): ``shard``.
-    ``users`` lists, for each parameter, every (module, attribute) that refers to it:
-    more than one when the weight is tied."""
+    ``owner`` is that module; ``users`` lists, for each parameter, every (module, attribute)
+    that refers to it: more than one when the weight is tied."""
 
-    def __init__(self, name: str, params: list[tuple[str, torch.nn.Parameter]], users: list, rank: int, world: int):
-        self.name, self.users = name, users
+    def __init__(self, name: str, params: list[tuple[str, torch.nn.Parameter]], users: list, rank: int, world: int,
+                 owner: torch.nn.Module | None = None):
+        self.name, self.users, self.owner = name, users, owner
         self.names = [n for n, _ in params]
         self.shapes = [p.shape for _, p in params]
         self.numels = [p.numel() for _, p in params]
@@ -332,6 +395,44 @@ class _Saved:
 
     def __init__(self, unit: _Unit, t: torch.Tensor):
         self.unit, self.size, self.stride, self.offset = unit, t.size(), t.stride(), t.storage_offset()
+
+
+class _Sharded:
+    """What a module holds in place of a sharded weight while its unit is not gathered.
+
+    Used inside a forward, in a tensor operation or for an attribute (``.T``, ``.shape``), it
+    gathers its unit on demand, for the rest of that forward: so the parent's own forward can
+    read a weight tied to a sharded module, as GPT-2's ``h @ self.wte.weight.T`` does. Outside a
+    forward it says where the weight went instead of being ``None``."""
+
+    def __init__(self, fsdp: "FullyShardedDataParallel", unit: "_Unit", index: int):
+        self._fsdp, self._unit, self._index = fsdp, unit, index
+
+    def gathered(self) -> torch.Tensor:
+        return self._fsdp._gather_on_demand(self._unit, self._index)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):                 # copy, pickle and the like: not a tensor's attribute
+            raise AttributeError(name)
+        return getattr(self.gathered(), name)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return func(*_gathered_in(args), **_gathered_in(kwargs or {}))
+
+    def __repr__(self) -> str:
+        return f"<{self._unit.names[self._index]}: sharded, 1/{self._fsdp.world_size} on each rank>"
+
+
+def _gathered_in(tree: Any) -> Any:
+    """``tree`` with every :class:`_Sharded` replaced by its gathered weight."""
+    if isinstance(tree, _Sharded):
+        return tree.gathered()
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_gathered_in(t) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _gathered_in(v) for k, v in tree.items()}
+    return tree
 
 
 class _AllGather(torch.autograd.Function):
@@ -367,26 +468,36 @@ def _tensors(tree: Any) -> list[torch.Tensor]:
 
 
 def _plan_units(module: torch.nn.Module, select: Callable, rank: int, world: int) -> tuple[list[_Unit], list]:
-    """Each parameter belongs to the first selected module that holds it (a tied weight to
-    the first of its modules); a selected module's trainable and frozen parameters make one
-    unit each. Parameters no selected module holds stay whole: (units, [(name, p)])."""
-    users: dict[int, list] = {}
-    owner: dict[int, str] = {}
-    named = {id(p): (n, p) for n, p in module.named_parameters()}
-    for module_name, m in module.named_modules():
+    """FSDP2's nesting: a parameter belongs to the innermost selected module around the first
+    module that holds it (that module itself, its parent, …, the root), so selecting the root
+    shards everything no selected descendant takes, as ``fully_shard(root)`` does. A selected
+    module's trainable and frozen parameters make one unit each. Parameters that no selected
+    module encloses stay whole: (units, [(name, p)])."""
+    selected = {name: m for name, m in module.named_modules() if select(m)}
+    holders: dict[int, list] = {}
+    for name, m in module.named_modules():
         for attr, p in m._parameters.items():
             if p is not None:
-                users.setdefault(id(p), []).append((m, attr))
-                if id(p) not in owner and select(m):
-                    owner[id(p)] = module_name
+                holders.setdefault(id(p), []).append((name, m, attr))
+    named = {id(p): (n, p) for n, p in module.named_parameters()}
     grouped: dict[tuple[str, bool], list] = {}
-    for pid, module_name in owner.items():
-        grouped.setdefault((module_name, named[pid][1].requires_grad), []).append(named[pid])
-    for (module_name, _), params in grouped.items():
-        _check_unit(module_name, params)
-    units = [_Unit(f"{name or 'root'}{'' if trainable else ' (frozen)'}", params, [users[id(p)] for _, p in params],
-                   rank, world) for (name, trainable), params in grouped.items()]
-    return units, [named[pid] for pid in named if pid not in owner]
+    for pid, (name, p) in named.items():
+        owners = [o for o in (_innermost(h, selected) for h, _, _ in holders[pid]) if o is not None]
+        if owners:
+            grouped.setdefault((owners[0], p.requires_grad), []).append((name, p))
+    for (owner, _), params in grouped.items():
+        _check_unit(owner, params)
+    units = [_Unit(f"{owner or 'root'}{'' if trainable else ' (frozen)'}", params,
+                   [[(m, attr) for _, m, attr in holders[id(p)]] for _, p in params], rank, world,
+                   owner=selected[owner]) for (owner, trainable), params in grouped.items()]
+    owned = {id(p) for params in grouped.values() for _, p in params}
+    return units, [named[pid] for pid in named if pid not in owned]
+
+
+def _innermost(name: str, selected: dict) -> str | None:
+    """The longest name in ``selected`` that is ``name`` or one of its ancestors ("" is the root)."""
+    parts = name.split(".") if name else []
+    return next((".".join(parts[:k]) for k in range(len(parts), -1, -1) if ".".join(parts[:k]) in selected), None)
 
 
 def _check_unit(module_name: str, params: list) -> None:
@@ -410,11 +521,19 @@ class FullyShardedDataParallel(torch.nn.Module):
     all-reduces their gradients. Call it after backward, before ``optimizer.step()``, with
     any torch optimizer built on ``model.parameters()`` (the shards and the whole ones).
 
-    ``compute_dtype`` (torch.float16 or torch.bfloat16) casts the gathered weights and the
-    inputs, so forward, backward and the communication run in it; the shards, the gradients
-    the optimizer sees and its state keep the parameters' dtype, float32 (the master copy),
-    and outputs come back in it. Every rank must build the same module (same seed).
-    ``trace``, when a list, records each gather, free and reduce-scatter."""
+    ``compute_dtype`` (torch.float16 or torch.bfloat16) is mixed precision as FSDP2's
+    ``MixedPrecisionPolicy(param_dtype=...)``: each sharded module's gathered weights and its
+    inputs are cast to it, so its forward, backward and communication run in it; the modules
+    whose parameters stay whole (a LayerNorm left unselected, say) keep them in float32 and get
+    their inputs cast back to it. The shards, the gradients the optimizer sees and its state
+    keep the parameters' dtype, float32 (the master copy), and outputs come back in it.
+
+    A weight is whole only while a forward needs it; between, its module holds a placeholder
+    (:class:`_Sharded`). The parent's own forward may still read a weight tied to a sharded
+    module (GPT-2's ``h @ self.wte.weight.T``): the placeholder gathers its unit again for the
+    rest of that forward. Every rank must build the same module (same seed). ``trace``, when a
+    list, records each gather, free and reduce-scatter. Like torch's FSDP without prefetching,
+    each all-gather starts only when its module needs it."""
 
     def __init__(self, module: torch.nn.Module, *, compute_dtype: torch.dtype | None = None,
                  shard_module: Callable[[torch.nn.Module], bool] | None = None, group=None, use_ring: bool = False):
@@ -431,47 +550,68 @@ class FullyShardedDataParallel(torch.nn.Module):
         super().__init__()
         self.rank, self.world_size = _process_group(group)
         self.group, self.use_ring, self.compute_dtype = group, use_ring, compute_dtype
-        self.parameter_names = [name for name, _ in module.named_parameters()]
+        self.parameter_names, self.output_dtype = [name for name, _ in named], named[0][1].dtype
         self.units, self.replicated = _plan_units(module, shard_module or owns_parameters, self.rank, self.world_size)
-        if compute_dtype is not None and self.replicated:
-            raise ValueError(f"compute_dtype casts the gathered weights, but {[n for n, _ in self.replicated]} are "
-                             "not sharded: select their modules with shard_module, or leave compute_dtype None")
         self.module = module
         self.shards = torch.nn.ParameterList([u.shard for u in self.units])
         self.trace: list | None = None
         self._gathered: dict[int, _Unit] = {}    # storage address of a gathered buffer -> its unit
+        self._on_demand: list[_Unit] = []        # units gathered again by the parent's own forward
+        self._in_forward = False
         self._install()
 
     def _install(self) -> None:
-        """Take the sharded parameters out of their modules, and give each module that uses
-        them hooks that gather them around its forward."""
+        """Take the sharded parameters out of their modules (a placeholder in their place), and
+        give each module that uses them, and each unit's owner, hooks that gather them around
+        its forward; with ``compute_dtype``, the modules holding whole parameters a hook that
+        casts their inputs back to those parameters' dtype."""
         needs: dict[torch.nn.Module, list[_Unit]] = {}
         for unit in self.units:
             for users in unit.users:
                 for m, attr in users:
                     del m._parameters[attr]
-                    setattr(m, attr, None)          # until the unit is gathered
-                    needs.setdefault(m, [])
-                    if unit not in needs[m]:
-                        needs[m].append(unit)
+            self._place_holders(unit)
+            for m in [unit.owner] + [m for users in unit.users for m, _ in users]:
+                if unit not in needs.setdefault(m, []):
+                    needs[m].append(unit)
         for m, units in needs.items():
-            m.register_forward_pre_hook(functools.partial(self._before_forward, units))
+            m.register_forward_pre_hook(functools.partial(self._before_forward, units), with_kwargs=True)
             m.register_forward_hook(functools.partial(self._after_forward, units))
+        whole = {id(p) for _, p in self.replicated}
+        for m in self.module.modules() if self.compute_dtype is not None else ():
+            kept = [p for p in m.parameters(recurse=False) if id(p) in whole and p.is_floating_point()]
+            if kept and m not in needs:
+                m.register_forward_pre_hook(lambda _, args, kwargs, dtype=kept[0].dtype: _cast((args, kwargs), dtype),
+                                            with_kwargs=True)
+
+    def _place_holders(self, unit: _Unit) -> None:
+        """Between gathers, each module using the unit holds a :class:`_Sharded` for its weight."""
+        for index, users in enumerate(unit.users):
+            for m, attr in users:
+                setattr(m, attr, _Sharded(self, unit, index))
 
     def forward(self, *args, **kwargs):
         if self._gathered:                  # a forward that raised left weights gathered: drop them
             self._gathered.clear()
             for unit in self.units:
                 unit.full, unit.cache, unit.active = None, None, 0
-        if self.compute_dtype is not None:
-            args, kwargs = _cast(args, self.compute_dtype), _cast(kwargs, self.compute_dtype)
-        with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
-            out = self.module(*args, **kwargs)
-        return out if self.compute_dtype is None else _cast(out, self.units[0].shard.dtype)
+                self._place_holders(unit)
+        self._in_forward, self._on_demand = True, []
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
+                out = self.module(*args, **kwargs)
+            for unit in self._on_demand:
+                self._release(unit)
+        finally:
+            self._in_forward = False
+        return out if self.compute_dtype is None else _cast(out, self.output_dtype)
 
-    def _before_forward(self, units: list[_Unit], module: torch.nn.Module, args: tuple) -> None:
+    def _before_forward(self, units: list[_Unit], module: torch.nn.Module, args: tuple, kwargs: dict):
         for unit in units:
             self._gather(unit)
+        if self.compute_dtype is not None:
+            return _cast((args, kwargs), self.compute_dtype)
+        return None
 
     def _gather(self, unit: _Unit) -> None:
         """All-gather a unit before a module's forward (once, however many modules use it)."""
@@ -489,6 +629,18 @@ class FullyShardedDataParallel(torch.nn.Module):
             self._note("all-gather", unit, "forward")
         unit.active += 1
 
+    def _gather_on_demand(self, unit: _Unit, index: int) -> torch.Tensor:
+        """A placeholder was used: inside a forward, gather its unit for the rest of it (freed
+        when the whole forward ends) and return the weight; outside, say where it is."""
+        if not self._in_forward:
+            raise RuntimeError(f"{unit.names[index]!r} is sharded over {self.world_size} ranks: it is whole only "
+                               "while a forward uses it. Read the full weights with gather_full_params(model)")
+        if unit not in self._on_demand:
+            self._gather(unit)
+            self._on_demand.append(unit)
+        module, attr = unit.users[index][0]
+        return getattr(module, attr)
+
     def _after_forward(self, units: list[_Unit], module: torch.nn.Module, args: tuple, output: Any) -> None:
         """Free the units after a module's forward, and ask for them again before its backward."""
         trainable = [u for u in units if u.shard.requires_grad]
@@ -497,14 +649,16 @@ class FullyShardedDataParallel(torch.nn.Module):
                 if t.requires_grad:
                     t.register_hook(lambda grad, units=trainable: self._gather_for_backward(units))
         for unit in units:
-            unit.active -= 1
-            if unit.active == 0:
-                del self._gathered[unit.full.untyped_storage().data_ptr()]
-                unit.full = None
-                for users in unit.users:
-                    for m, attr in users:
-                        setattr(m, attr, None)
-                self._note("free", unit, "forward")
+            self._release(unit)
+
+    def _release(self, unit: _Unit) -> None:
+        """One module is done with the unit; when none is, free the gathered weights."""
+        unit.active -= 1
+        if unit.active == 0:
+            del self._gathered[unit.full.untyped_storage().data_ptr()]
+            unit.full = None
+            self._place_holders(unit)
+            self._note("free", unit, "forward")
 
     def _gather_data(self, unit: _Unit) -> torch.Tensor:
         """The unit's N shards side by side, in the compute dtype: one all-gather."""

@@ -54,7 +54,39 @@ class ToyModelWithTiedWeights(nn.Module):
         return self.fc5(x)
 
 
+class MixedDtypes(nn.Module):
+    """Layers in float32 and float64 in turn: DDP keeps one open bucket per dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 6, dtype=torch.float64)
+        self.c, self.d = nn.Linear(6, 6), nn.Linear(6, 3, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.d(self.c(self.b(self.a(x).double()).float()).double())
+
+
 MODELS = {"toy": ToyModel, "tied": ToyModelWithTiedWeights}
+
+
+def real_ddp_buckets(rank: int, world_size: int, caps: list[float]) -> list[list[list[int]]]:
+    """DDP's buckets for MixedDtypes at each cap (MiB), as its communication hook sees them in
+    the third step (after the rebuild), and DataParallel's plan for the same model."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from nnpar_lite.experiments.communication import record_ddp_buckets
+
+    found = []
+    for cap in caps:
+        torch.manual_seed(0)
+        ddp, record = DistributedDataParallel(MixedDtypes(), bucket_cap_mb=cap), []
+        record_ddp_buckets(ddp, record)
+        for _ in range(3):
+            record.clear()
+            ddp(torch.randn(4, 6)).sum().backward()
+        found.append({"ddp": [indices for _, indices in sorted(record)],
+                      "ours": DataParallel(MixedDtypes(), bucket_mb=cap).buckets})
+    return found
 
 
 def _model(name: str, seed: int) -> nn.Module:
@@ -67,19 +99,17 @@ def dataparallel_misuse(rank: int, world_size: int) -> dict:
     messages = {}
     model = DataParallel(_model("toy", seed=rank), bucket_mb=1.0)
     x, y = torch.randn(4, 10), torch.randint(0, 5, (4,))
-    F.cross_entropy(model(x), y).backward()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward(retain_graph=True)
     try:
         model(x)                                                      # forgot finish_gradient_synchronization
     except RuntimeError as error:
         messages["forward before finish"] = str(error)
     model.finish_gradient_synchronization()
-    model.module.fc1.weight.requires_grad_(False)
-    model.module.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()                           # fc1.weight gets no gradient now
     try:
-        model.finish_gradient_synchronization()
+        loss.backward()                                               # a second backward, no new forward
     except RuntimeError as error:
-        messages["unused parameter"] = str(error)
+        messages["second backward"] = str(error)
     return messages
 
 
@@ -125,4 +155,5 @@ def two_rank_suite(rank: int, world_size: int, configs: list[dict]) -> dict:
 
     return {"compare": compare_with_ddp(rank, world_size, configs),
             "misuse": dataparallel_misuse(rank, world_size),
+            "mixed dtypes": real_ddp_buckets(rank, world_size, [1.0, 100 / 2 ** 20]),
             "timeline": overlap_timeline(rank, world_size, (32, 64, 64, 64, 10), 16, 64 * 64 * 4 / 2 ** 20, 2)}

@@ -15,7 +15,7 @@ from nnpar_lite.experiments import communication as comm
 from nnpar_lite.models import mlp
 from nnpar_lite.util import max_abs_difference
 
-CONFIG = dict(sizes=(64, 16, 10), lr=0.3, updates=40, batch=16, batches=30, delays=[0.0, 0.004])
+CONFIG = dict(sizes=(64, 16, 10), lr=0.3, updates=40, batch=16, batches=30, delays=[0.0, 0.004], **{"head start": 3})
 
 
 def batches(n=25, seed=0):
@@ -105,10 +105,43 @@ def test_parameter_server_applies_every_update_and_records_its_staleness():
 
 def test_parameter_server_run_equals_its_replay():
     """The real run, replayed by the simulation with the batches in the order the server applied
-    them and the staleness each had, ends with the same parameters."""
+    them and the staleness each had, ends with the same parameters. Worker 2 had to wait for
+    worker 1's third update before its first gradient, so that gradient is at least 3 updates
+    stale whatever the timing; replayed as if fresh, the run ends elsewhere."""
     server = server_run()[0]
+    first_of_worker_2 = next(r for r in server["records"] if r["worker"] == 2)
+    assert first_of_worker_2["computed on"] == 0 and first_of_worker_2["staleness"] >= 3, first_of_worker_2
     replayed = comm.replay_parameter_server(server["records"], CONFIG)
     assert max_abs_difference(list(replayed.parameters()), server["params"]) < 1e-12
     fresh = comm.replay_parameter_server([dict(r, staleness=0) for r in server["records"]], CONFIG)
-    if any(r["staleness"] for r in server["records"]):
-        assert max_abs_difference(list(fresh.parameters()), server["params"]) > 1e-6
+    assert max_abs_difference(list(fresh.parameters()), server["params"]) > 1e-6
+
+
+def test_a_parameter_without_a_gradient_is_named_and_nothing_changes():
+    class WithUnused(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = torch.nn.Linear(6, 3).double(), torch.nn.Linear(6, 3).double()
+
+        def forward(self, x):
+            return self.used(x)
+
+    net = WithUnused()
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(ValueError, match="'unused.weight' got no gradient from batch 0"):
+        stale_sgd(net, batches(3), 0.1, 1)
+    assert max_abs_difference(list(net.parameters()), before) == 0.0
+
+
+def test_frozen_parameters_stay_and_the_others_follow_torchs_sgd():
+    ours, reference = model(), model()
+    for net in (ours, reference):
+        net[0].bias.requires_grad_(False)
+    stale_sgd(ours, batches(), 0.4, staleness=0)
+    opt = torch.optim.SGD([p for p in reference.parameters() if p.requires_grad], lr=0.4)
+    for x, y in batches():
+        opt.zero_grad()
+        F.cross_entropy(reference(x), y).backward()
+        opt.step()
+    assert max_abs_difference(ours, reference) == 0.0
+    assert torch.equal(ours[0].bias, model()[0].bias)

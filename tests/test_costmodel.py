@@ -121,6 +121,21 @@ def test_tensor_parallel_activations_with_and_without_sequence_parallelism():
     assert cm.training_memory(1, tensor_parallel=1, activation_bytes=A)["activations"] == A
 
 
+def test_pipeline_activations_under_gpipe_and_1f1b():
+    """p = 4 stages, m = 8 micro-batches, no recomputation: each stage keeps its quarter of the
+    layers; under GPipe all 8 micro-batches of it at once, under 1F1B stage 0 (the fullest)
+    min(p, m) = 4 of them, half as many (costmodel.peak_activations, measured in chapter 05)."""
+    gpipe = cm.training_memory(1, activation_bytes=800, pipeline_parallel=4, num_microbatches=8)["activations"]
+    one_f_one_b = cm.training_memory(1, activation_bytes=800, pipeline_parallel=4, num_microbatches=8,
+                                     schedule="1f1b")["activations"]
+    assert gpipe == 200 and one_f_one_b == 100
+    assert cm.training_memory(1, activation_bytes=800, pipeline_parallel=4, num_microbatches=2,
+                              schedule="1f1b")["activations"] == 200          # m < p: all of them
+    assert cm.training_memory(1, activation_bytes=800, num_microbatches=4, schedule="1f1b")["activations"] == 200
+    with pytest.raises(ValueError, match="schedule"):
+        cm.training_memory(1, activation_bytes=800, schedule="zero-bubble")
+
+
 def test_data_parallel_replicas_each_hold_their_share_of_the_batch_activations():
     """With a fixed global batch, each of d replicas runs 1/d of it: activations shrink, model states do not."""
     one = cm.training_memory(1000, activation_bytes=800)

@@ -180,6 +180,31 @@ def test_the_harness_leaves_a_frozen_parameter_alone(ddp_reports):
         assert torch.equal(rank["params"]["0.bias"], initial.detach())
 
 
+# Parameters that some ranks, or no rank, use (tests/edge_workers.py): DDP with
+# find_unused_parameters=True and one process on every rank's rows are the references.
+UNUSED = [dict(scheme="allreduce_gradients", users=users, optimizer=optimizer, N=n)
+          for n in (2, 3) for users in ([0], [1, 2], []) for optimizer in ("sgd", "adamw")]
+
+
+@pytest.fixture(scope="module")
+def unused():
+    import edge_workers
+    per_rank = launch(edge_workers.run_many, 3, [("unused_parameters", c) for c in UNUSED], timeout=240)
+    return [(config, [reports[i] for reports in per_rank[:config["N"]]]) for i, config in enumerate(UNUSED)]
+
+
+def test_a_parameter_some_ranks_do_not_use_gets_ddps_result_and_one_no_rank_uses_is_skipped(unused):
+    """Branchy's ``extra`` runs on the ranks in ``users`` only, ``never`` on none: each rank
+    sends the same buckets (no gloo abort), the result equals DDP's find_unused_parameters=True
+    and one process at every step, with SGD and with AdamW, and ``never`` does not move (AdamW
+    would decay it, were it given a zero gradient)."""
+    for config, ranks in unused:
+        for rank, report in enumerate(ranks):
+            assert len(report["vs DDP"]) == 4, config
+            assert max(report["vs DDP"]) < 1e-6 and max(report["vs one process"]) < 1e-6, (config, rank, report)
+            assert report["never moved"] == 0.0, (config, rank)
+
+
 @pytest.mark.parametrize("world_size", [2, 3, 4])
 def test_ring_allreduce_equals_dist_all_reduce(world_size):
     numels = [0, 1, world_size - 1, world_size + 1, 7, 1001]

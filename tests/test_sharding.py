@@ -1,7 +1,10 @@
 """Chapter 08: ZeRO-1 and ZeRO-2 equal AdamW in one process and PyTorch's ZeroRedundancyOptimizer;
 FSDP equals one process on the whole batch (float32, float16, bfloat16) and PyTorch's FSDP2; each
 rank holds what the memory calculator predicts and sends what the ZeRO paper counts. On 2, 3 and
-4 ranks, with a frozen layer, a tied weight and sizes that do not divide by the world size.
+4 ranks, with a frozen layer, a tied weight and sizes that do not divide by the world size. And
+the edge cases of tests/edge_workers.py on 2 and 3 ranks: parameters some ranks or no rank use,
+a scheduler resumed from a saved state, FSDP with a weight the parent's forward reads, with the
+root selected, and with compute_dtype beside a float32 LayerNorm.
 
 One launch of 4 processes runs every check, on process groups of the first 2, 3 and 4 of them
 (tests/sharding_workers.py)."""
@@ -94,6 +97,8 @@ def test_fsdp_frees_each_layer_and_survives_no_grad_two_backwards_and_a_layer_us
         assert behaviour["called twice"] < 1e-6, (n, rank, behaviour)
         assert behaviour["freed while the next layer runs"] == [True, True], (n, rank, behaviour)
         assert behaviour["after a failed forward"] == 0
+        said = behaviour["a sharded weight read outside a forward"]
+        assert "'first.weight' is sharded over 4 ranks" in said and "gather_full_params" in said, said
 
 
 # ------------------------------------------------------------------ collectives
@@ -111,9 +116,9 @@ def test_measured_memory_equals_the_calculator(results):
     """fp32: parameters, gradients and optimizer state each equal; fp16 compute: the totals
     (the calculator books 2 + 2 + 12 bytes per parameter, ours holds 4 + 4 + 8)."""
     for n, rank, report in every_rank(results):
-        for row in report["memory"]:
-            if row["sizes"] != runs.MEMORY_SIZES:
-                continue
+        rows = [row for row in report["memory"] if row["sizes"] == runs.MEMORY_SIZES]
+        assert len(rows) == 5, (n, rank)
+        for row in rows:
             held, predicted = row["held"], row["predicted"]
             assert held["other"] == (0 if n == 4 else None), row     # the census of every tensor, on 4 ranks
             parts = ("total",) if row["compute dtype"] else ("parameters", "gradients", "optimizer state", "total")
@@ -139,9 +144,89 @@ def test_bytes_sent_per_step_match_the_zero_paper(results):
     """Stage 0 (a ring all-reduce), 1 and 2 send 2 (N − 1)/N · Ψ elements per rank, stage 3 sends 3."""
     psi = sum((a + 1) * b for a, b in zip(runs.MEMORY_SIZES[:-1], runs.MEMORY_SIZES[1:]))
     for n, rank, report in every_rank(results):
-        for row in report["memory"]:
-            if row["sizes"] == runs.MEMORY_SIZES:
-                assert row["elements sent"] == (3 if row["stage"] == 3 else 2) * (n - 1) * psi // n, row
+        rows = [row for row in report["memory"] if row["sizes"] == runs.MEMORY_SIZES]
+        assert sorted(row["stage"] for row in rows) == [0, 1, 2, 3, 3], (n, rank)     # stage 3 in fp32 and fp16
+        for row in rows:
+            assert row["elements sent"] == (3 if row["stage"] == 3 else 2) * (n - 1) * psi // n, row
+
+
+# ------------------------------------------------------------------ the edge cases (tests/edge_workers.py)
+EDGE = [("unused_parameters", dict(scheme=scheme, users=users, optimizer=optimizer, N=n))
+        for n in (2, 3) for scheme in ("ZeRO-1", "ZeRO-2") for users in ([0], [1, 2], []) for optimizer in ("sgd", "adamw")]
+EDGE += [("scheduler_resume", dict(zero2=zero2, N=n)) for n in (2, 3) for zero2 in (False, True)]
+EDGE += [(name, dict(N=n)) for n in (2, 3) for name in ("fsdp_tied_to_parent", "fsdp_root_unit")]
+EDGE += [("fsdp_mixed_precision_with_whole_norms", dict(dtype=dtype, N=n)) for n in (2, 3)
+         for dtype in ("float16", "bfloat16")]
+
+
+@pytest.fixture(scope="module")
+def edge():
+    """{worker name: [(config, [report of each rank in the run])]}: one launch of 3 ranks."""
+    import edge_workers
+    per_rank = launch(edge_workers.run_many, 3, EDGE, timeout=300)
+    found: dict[str, list] = {}
+    for i, (name, config) in enumerate(EDGE):
+        found.setdefault(name, []).append((config, [reports[i] for reports in per_rank[:config["N"]]]))
+    return found
+
+
+def test_zero_gives_ddps_result_for_parameters_some_ranks_use_and_skips_those_none_uses(edge):
+    """ZeRO-1 and ZeRO-2 against DDP (find_unused_parameters=True) and one process, SGD and AdamW:
+    ``extra`` runs on some ranks only (ZeRO-2's reduce-scatters wait in backward's order, the
+    ones it holds back leave at the end of backward), ``never`` on none: AdamW must skip it, as
+    torch's optimizers skip a parameter without a gradient (no weight decay, no moment update)."""
+    for config, ranks in edge["unused_parameters"]:
+        for rank, report in enumerate(ranks):
+            assert len(report["vs DDP"]) == 4
+            assert max(report["vs DDP"]) < 1e-6 and max(report["vs one process"]) < 1e-6, (config, rank, report)
+            assert report["never moved"] == 0.0, (config, rank)
+
+
+def test_a_run_resumed_with_a_scheduler_equals_the_uninterrupted_one(edge):
+    """StepLR halves the learning rate every step; the state is saved after 3 of 6 steps and
+    loaded into a fresh model, optimizer and scheduler: param_groups holds the saved learning rate
+    (0.05 / 2³) as the inner optimizer does, and the run goes on exactly as without the break."""
+    for config, ranks in edge["scheduler_resume"]:
+        for rank, report in enumerate(ranks):
+            assert report["lr after loading: ours, inner, scheduler's"] == [0.05 / 8] * 3, (config, rank, report)
+            assert report["resumed vs uninterrupted"] == 0.0, (config, rank, report)
+            assert report["uninterrupted vs one process"] < 1e-6 and report["resumed vs one process"] < 1e-6
+
+
+def test_fsdp_gathers_a_weight_the_parents_forward_reads(edge):
+    """GPT-2's ``h @ self.wte.weight.T`` with ``wte`` a unit of its own: equal to one process."""
+    for config, ranks in edge["fsdp_tied_to_parent"]:
+        for rank, report in enumerate(ranks):
+            assert "error" not in report, report
+            assert report["units"] == ["wte", "block"] and len(report["vs one process"]) == 4
+            assert max(report["vs one process"]) < 1e-6, (config, rank, report)
+
+
+def test_fsdp_with_the_root_selected_shards_the_whole_model_as_one_unit(edge):
+    """As FSDP2's fully_shard(root): one unit, each rank holding its padded 1/N of the weights,
+    equal to one process and to fully_shard(root) after every step."""
+    for config, ranks in edge["fsdp_root_unit"]:
+        n = config["N"]
+        for rank, report in enumerate(ranks):
+            assert report["units"] == ["root"], report
+            whole = report["whole model bytes"]
+            assert whole / n <= report["held bytes"] < whole / n + 4, (n, report)
+            assert max(report["vs one process"]) < 1e-6 and max(report["vs FSDP2"]) < 1e-6, (config, rank, report)
+
+
+def test_fsdp_compute_dtype_casts_the_sharded_modules_and_keeps_the_whole_norm_in_float32(edge):
+    """Only the Linear layers are sharded: they compute in the compute dtype, the LayerNorm (and
+    the Tanh after it) in float32, with float32 parameters and gradients. The outputs equal the
+    written-out recipe exactly and differ from the whole model cast to the compute dtype (so the
+    comparison can tell them apart); trained, it stays within the dtype's rounding of one process."""
+    for config, ranks in edge["fsdp_mixed_precision_with_whole_norms"]:
+        dtype, tolerance = f"torch.{config['dtype']}", {"float16": 1e-3, "bfloat16": 1e-2}[config["dtype"]]
+        for rank, report in enumerate(ranks):
+            assert report["computed in (input, weight)"] == {"0": (dtype, dtype), "1": ("torch.float32",) * 2,
+                                                             "2": ("torch.float32",) * 2, "3": (dtype, dtype)}
+            assert report["norm dtypes"] == {"torch.float32"}
+            assert report["outputs vs"]["written out"] == 0.0 < report["outputs vs"]["all in the compute dtype"]
+            assert max(report["vs one process"]) < tolerance, (config, rank, report)
 
 
 # ------------------------------------------------------------------ bad input
@@ -151,7 +236,6 @@ def test_bad_input_on_ranks_is_named(results):
         bad = report["bad input"]
         assert bad["state of another world"].startswith("ValueError") and f"of {n + 1}" in bad["state of another world"]
         assert bad["mixed dtypes"].startswith("ValueError") and "'bias'" in bad["mixed dtypes"]
-        assert bad["compute dtype, unsharded"].startswith("ValueError") and "'1.weight'" in bad["compute dtype, unsharded"]
         assert rank == 0 or bad["not in the group"].startswith("ValueError")
 
 

@@ -1,7 +1,8 @@
-"""Chapter 09's runs: DataParallel against DDP and one process on all rows, its step timed
-against DDP's, the measured timeline of backward against bucket all-reduces, gradient
-accumulation, the compressors trained on the digits with their bytes counted and compared
-with torch's PowerSGD hook, stale-gradient SGD and the parameter server with its staleness.
+"""Chapter 09's runs: DataParallel against DDP (whose buckets a communication hook records) and
+one process on all rows, its step timed against DDP's, the measured timeline of backward against
+bucket all-reduces, gradient accumulation, the compressors trained on the digits with their
+bytes counted and compared with torch's PowerSGD hook, stale-gradient SGD and the parameter
+server with its staleness.
 
 The algorithms are in :mod:`nnpar_lite.data_parallel` (``DataParallel``),
 :mod:`nnpar_lite.compression` and :mod:`nnpar_lite.asynchronous`; here is only what runs,
@@ -62,6 +63,29 @@ def _three_models(rank: int, config: dict) -> dict[str, torch.nn.Module]:
             "reference": build(100)}
 
 
+def record_ddp_buckets(ddp, record: list) -> None:
+    """Register a communication hook on ``ddp`` that does what DDP does by default (divide the
+    bucket by K, all-reduce it) and appends to ``record`` each bucket it is handed: DDP's real
+    buckets, as lists of indices into its trainable parameters, in the order of
+    ``GradBucket.index()``. torch 2.13 reports its buckets nowhere else."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    index = {id(p): i for i, p in enumerate(p for p in ddp.module.parameters() if p.requires_grad)}
+
+    def hook(state, bucket):
+        record.append((bucket.index(), [index[id(p)] for p in bucket.parameters()]))
+        return default_hooks.allreduce_hook(state, bucket)
+
+    ddp.register_comm_hook(None, hook)
+
+
+def _buckets_of_one_step(record: list) -> list[list[int]]:
+    """The buckets one synchronised backward handed to the hook, in bucket order; the record emptied."""
+    buckets = [indices for _, indices in sorted(record)]
+    record.clear()
+    return buckets
+
+
 def compare_with_ddp(rank: int, world_size: int, configs: Sequence[dict]) -> list[dict]:
     """For each configuration, DataParallel, DDP and one process on all rows train side by side
     (the pattern of CS336's DDP tests).
@@ -72,15 +96,20 @@ def compare_with_ddp(rank: int, world_size: int, configs: Sequence[dict]) -> lis
     rows are its slice of ``shard_sizes`` (uneven allowed). The local loss is the sum over the
     local rows times K / (N · micro_steps): averaged over ranks and summed over micro-steps it is
     the mean over all rows of all micro-batches, the reference's loss. Returns, per step, the
-    largest parameter difference from DDP and from the reference, and the checks around them."""
+    largest parameter difference from DDP and from the reference, the largest buffer difference
+    from DDP, and the buckets DDP handed its communication hook (:func:`record_ddp_buckets`);
+    DataParallel's buckets at the end, and the checks around them."""
     return [_compare_one(rank, world_size, config) for config in configs]
 
 
 def _compare_one(rank: int, world_size: int, config: dict) -> dict:
     models = _three_models(rank, config)
     ours, ddp, reference = models["ours"], models["ddp"], models["reference"]
-    report = {"buckets": ours.buckets, "broadcast spread": _spread_across_ranks(_flat(ours.module)),
-              "vs rank 0's model": max_abs_difference(ours.module, reference), "vs_ddp": [], "vs_reference": []}
+    report = {"broadcast spread": _spread_across_ranks(_flat(ours.module)),
+              "vs rank 0's model": max_abs_difference(ours.module, reference), "vs_ddp": [], "vs_reference": [],
+              "buffers vs_ddp": [], "ddp buckets": []}
+    ddp_buckets: list = []
+    record_ddp_buckets(ddp, ddp_buckets)
     fixed = {n: p.detach().clone() for n, p in ours.module.named_parameters() if not p.requires_grad}
     opts = {key: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=config.get("lr", 0.1))
             for key, m in models.items()}
@@ -99,22 +128,14 @@ def _compare_one(rank: int, world_size: int, config: dict) -> dict:
         for opt in opts.values():
             opt.step()
         report["vs_ddp"].append(max_abs_difference(ours.module, ddp.module))
+        report["buffers vs_ddp"].append(max_abs_difference(list(ours.module.buffers()), list(ddp.module.buffers())))
         report["vs_reference"].append(max_abs_difference(ours.module, reference))
+        report["ddp buckets"].append(_buckets_of_one_step(ddp_buckets))
     report["final spread"] = _spread_across_ranks(_flat(ours.module))
-    report["ddp buckets"] = _ddp_buckets(ddp)
+    report["buckets"] = ours.buckets                                  # planned again after the first step
     report["frozen moved"] = max((float((p - fixed[n]).abs().max()) for n, p in ours.module.named_parameters()
                                   if not p.requires_grad), default=0.0)
     return report
-
-
-def _ddp_buckets(ddp) -> list[list[int]] | None:
-    """DDP's buckets after its first step (it re-plans them then), as lists of parameter
-    indices; read from its logging data, None where this torch does not report them."""
-    try:
-        text = ddp._get_ddp_logging_data().get("rebuilt_per_bucket_param_indices")
-    except (AttributeError, RuntimeError):
-        return None
-    return None if not text else [[int(i) for i in part.split()] for part in str(text).split(",")]
 
 
 # ============================================================ DataParallel, timed
@@ -261,14 +282,16 @@ def against_powersgd_hook(rank: int, world_size: int, config: dict) -> dict:
     Both average exactly for the first ``start_iter`` steps (torch's hook needs ≥ 2), then
     compress at ``matrix_rank``. Per step: the bytes each handed to ``all_reduce``, its loss
     (mean over ranks), and, unless ``check_exact`` is False, how far its averaged gradient is
-    from the exact average of its ranks' gradients."""
+    from the exact average of its ranks' gradients. ``dtype`` (default "float64"): the models'
+    and the batches' dtype; in float16 and bfloat16 both orthogonalise by Gram–Schmidt."""
     from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as torch_powersgd
     from torch.nn.parallel import DistributedDataParallel
 
     from ..compression import PowerSGD
 
-    ours = mlp(config["sizes"], seed=config.get("seed", 0), dtype=torch.float64)
-    ddp = DistributedDataParallel(mlp(config["sizes"], seed=config.get("seed", 0), dtype=torch.float64))
+    dtype = getattr(torch, config.get("dtype", "float64"))
+    ours = mlp(config["sizes"], seed=config.get("seed", 0), dtype=dtype)
+    ddp = DistributedDataParallel(mlp(config["sizes"], seed=config.get("seed", 0), dtype=dtype))
     rate, start = config.get("min_compression_rate", 2.0), config.get("start_iter", 2)
     ddp.register_comm_hook(torch_powersgd.PowerSGDState(
         None, matrix_approximation_rank=config["matrix_rank"], start_powerSGD_iter=start, min_compression_rate=rate,
@@ -279,6 +302,7 @@ def against_powersgd_hook(rank: int, world_size: int, config: dict) -> dict:
     report = {name: {"bytes": [], "loss": [], "vs exact": []} for name in runs}
     for step in range(config["steps"]):
         x, y = _batch(config, rank, step)
+        x = x.to(dtype)
         for name, model in runs.items():
             exact_now = step < start if name == "ours" else None
             _hook_comparison_step(model, x, y, compressor if name == "ours" else None, exact_now, opts[name],
@@ -340,8 +364,10 @@ def worker_batches(worker: int, config: dict) -> list[tuple[torch.Tensor, torch.
 def parameter_server_run(rank: int, world_size: int, config: dict) -> dict:
     """Rank 0 is the parameter server (``asynchronous.serve``) for ``updates`` updates; ranks
     1 … K are workers (``asynchronous.work``) on their own digits, worker k slowed down by
-    ``delays[k − 1]`` seconds per gradient. Rank 0 returns the record of every update and the
-    final parameters; a worker returns how many gradients it sent."""
+    ``delays[k − 1]`` seconds per gradient. With ``head start`` k, worker 2 computes its first
+    gradient only once worker 1 has had k updates applied (:func:`_head_start`), so that it is
+    k updates stale whatever the machine's timing. Rank 0 returns the record of every update and
+    the final parameters; a worker returns how many gradients it sent."""
     from ..asynchronous import serve, work
 
     model = mlp(config["sizes"], seed=config.get("seed", 0), dtype=torch.float64)
@@ -351,7 +377,20 @@ def parameter_server_run(rank: int, world_size: int, config: dict) -> dict:
         for r in records:
             r["time"] -= start
         return {"records": records, "params": [p.detach().clone() for p in model.parameters()]}
-    return {"sent": work(model, worker_batches(rank, config), delay=config.get("delays", [0.0] * world_size)[rank - 1])}
+    return {"sent": work(model, worker_batches(rank, config), delay=config.get("delays", [0.0] * world_size)[rank - 1],
+                         before_gradient=_head_start(rank, config.get("head start", 0)))}
+
+
+def _head_start(rank: int, updates: int):
+    """Worker 2 waits, before its first gradient, for a message from worker 1, which sends it
+    once ``updates`` of its own gradients have been applied (it has their replies); None (no
+    waiting) for other ranks or a head start of 0."""
+    token = torch.zeros(1)
+    if updates and rank == 1:
+        return lambda sent: dist.send(token, dst=2) if sent == updates else None
+    if updates and rank == 2:
+        return lambda sent: dist.recv(token, src=1) if sent == 0 else None
+    return None
 
 
 def replay_parameter_server(records: Sequence[dict], config: dict) -> torch.nn.Module:

@@ -55,7 +55,13 @@ def fsdp_timeline_figure(trace: list[dict]):
     ax.set_xlim(0, end)
     ax.set_ylim(len(units) - 0.5, -0.5)
     ax.set_yticks(range(len(units)), [f"model[{u}]" if u.isdigit() else u for u in units])
-    ax.set_title("one FSDP step: each layer's weights exist whole only between its gather and its free", fontsize=9)
+    ax.set_title("one FSDP step: each layer's weights exist whole only between its gather and its free", fontsize=9,
+                 pad=20)
+    legend = {"gather: all-gather of the layer's shards": "all-gather", "forward": "forward", "backward": "backward",
+              "r-s: reduce-scatter of its gradient": "reduce-scatter", "free": "free"}
+    ax.legend(handles=[Rectangle((0, 0), 1, 1, fc=COLORS[what], ec="k", lw=0.5, label=label)
+                       for label, what in legend.items()], loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5,
+              fontsize=7, frameon=False, handlelength=1.2)
     xs = [start + width for start, width, _, what in boxes if what in ("all-gather", "free", "reduce-scatter")]
     held = [e["gathered bytes"] for e in trace]
     low.step([0] + xs, [0] + held, where="post", color="C0")
@@ -115,7 +121,7 @@ def memory_per_rank_figure(stage: int = 3, devices: int = 8, num_params: float =
     Right: what one rank holds for the chosen stage and N, by kind."""
     grid = np.unique(np.geomspace(1, 1024, 41).round().astype(int))
     fig, (ax, bar) = plt.subplots(1, 2, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [2.2, 1]})
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.28, top=0.92, wspace=0.12)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.92, wspace=0.12)
     for s, name in STAGES.items():
         totals = [_per_rank(num_params, s, int(n), precision)["total"] for n in grid]
         ax.loglog(grid, totals, lw=2.5 if s == stage else 1, color=f"C{s}", label=name,
@@ -141,7 +147,8 @@ def memory_per_rank_figure(stage: int = 3, devices: int = 8, num_params: float =
         bottom += chosen[part]
     bar.set_xticks([0], [f"{STAGES[stage]}, N = {devices}"], fontsize=8)
     bar.set_title(f"per rank: {readable_bytes(chosen['total'])}", fontsize=9)
-    bar.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    bar.set_ylim(0, 1.55 * chosen["total"])       # room above the bar: the legend stays inside the axes
+    bar.legend(fontsize=7, loc="upper center")
     bar.set_yticks([])
     return fig
 
@@ -166,5 +173,8 @@ def memory_per_rank_widget(measured: list[dict] | None = None):
                                                    description="N ranks"),
                 "num_params": widgets.SelectionSlider(options=options, value=7.5e9, description="Ψ"),
                 "precision": widgets.ToggleButtons(options=["fp32", "mixed"], value="mixed", description="precision")}
-    return interactive_figure(controls, [["stage", "devices"], ["num_params", "precision"]],
+    controls["num_params"].layout = widgets.Layout(width="560px")
+    # The Ψ slider on a row of its own: its readout ("7.5 B (ZeRO paper)") is wider than the slot
+    # ipywidgets gives it and would run over a control placed after it.
+    return interactive_figure(controls, [["stage", "precision"], ["devices"], ["num_params"]],
                               lambda **v: memory_per_rank_figure(measured=measured, **v), slow=True)
