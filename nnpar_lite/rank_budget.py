@@ -14,7 +14,8 @@ measures (the tensors it holds, the bytes its collectives and sends carry: see
 Bytes sent per step, by dimension: tp, four all-reduces of a micro-batch's activations per
 block (f and g, forward and backward); pp, one activation forward and one gradient backward
 per micro-batch and neighbour; dp, the gradients' all-reduce (ZeRO-1: a reduce-scatter of
-the padded gradients and an all-gather of the updated chunks); embedding, the tied
+the padded gradients and an all-gather of the updated chunks, after one small all-reduce of a
+mask saying which tensors have a gradient on some rank); embedding, the tied
 embedding's gradient summed over the first and last stage.
 """
 
@@ -66,8 +67,10 @@ def predicted_bytes_sent(config, mesh: Mesh, rank: int, *, global_batch: int, ze
     numels = costmodel.gpt_rank_tensors(config.vocab_size, config.block_size, config.n_layer, config.n_embd,
                                         tp=mesh.tp, pp=mesh.pp, stage=stage, tied=config.tie_weights).values()
     activation = FLOAT * global_batch // mesh.dp * config.block_size * config.n_embd   # all micro-batches
-    if zero:     # reduce-scatter of N chunks of S per tensor, then all-gather of them: 2 (N − 1) S each
-        dp = 2 * (mesh.dp - 1) * FLOAT * sum(-(-n // mesh.dp) for n in numels)
+    if zero:     # reduce-scatter of N chunks of S per tensor, then all-gather of them: 2 (N − 1) S each,
+        # and the ranks' agreement on which tensors have a gradient: an all-reduce of one number each
+        dp = 2 * (mesh.dp - 1) * FLOAT * sum(-(-n // mesh.dp) for n in numels) + \
+            costmodel.ring_allreduce_bytes(FLOAT * len(numels), mesh.dp)
     else:
         dp = costmodel.ring_allreduce_bytes(FLOAT * sum(numels), mesh.dp)
     tied_here = config.tie_weights and mesh.pp > 1 and (first or last)
@@ -77,14 +80,14 @@ def predicted_bytes_sent(config, mesh: Mesh, rank: int, *, global_batch: int, ze
             else 0.0}
 
 
-def predicted_message_steps(config, mesh: Mesh, rank: int, *, micro_batches: int) -> dict[str, int]:
+def predicted_message_steps(config, mesh: Mesh, rank: int, *, micro_batches: int, zero: int = 0) -> dict[str, int]:
     """Message steps this rank waits for in one step, by dimension (the α term): a ring
     all-reduce over q ranks takes 2 (q − 1), a reduce-scatter and an all-gather q − 1 each
-    (ZeRO-1's pair: the same 2 (q − 1)), a send one."""
+    (ZeRO-1's pair: the same 2 (q − 1), after the mask's all-reduce, 2 (q − 1) more), a send one."""
     c = mesh.coordinates(rank)
     first, last = c["pp"] == 0, c["pp"] == mesh.pp - 1
     tied_here = config.tie_weights and mesh.pp > 1 and (first or last)
-    return {"dp": 2 * (mesh.dp - 1), "pp": micro_batches * ((not last) + (not first)),
+    return {"dp": 2 * (mesh.dp - 1) * (2 if zero else 1), "pp": micro_batches * ((not last) + (not first)),
             "tp": 4 * config.n_layer // mesh.pp * micro_batches * 2 * (mesh.tp - 1), "embedding": 2 * tied_here}
 
 
@@ -95,7 +98,7 @@ def predicted_step_time(config, mesh: Mesh, *, global_batch: int, micro_batches:
     times = []
     for stage in range(mesh.pp):
         rank = mesh.rank(dp=0, pp=stage, tp=0)
-        steps = sum(predicted_message_steps(config, mesh, rank, micro_batches=micro_batches).values())
+        steps = sum(predicted_message_steps(config, mesh, rank, micro_batches=micro_batches, zero=zero).values())
         sent = sum(predicted_bytes_sent(config, mesh, rank, global_batch=global_batch, zero=zero).values())
         times.append(costmodel.mesh_step_time(compute_one, world_size=mesh.world_size, num_stages=mesh.pp,
                                               num_microbatches=micro_batches, message_steps=steps,
