@@ -1,17 +1,18 @@
 """The communication primitives, written once; every scheme builds on them.
 
 * ranks: :func:`rank_and_size`, :func:`global_rank` (a group's rank r is some global rank);
-* one buffer: :func:`flatten` and :func:`copy_back`;
+* one buffer: :func:`flatten`, :func:`unflatten` and :func:`copy_back`;
 * the ring, with send and receive (Patarasuk & Yuan 2009): :func:`ring_reduce_scatter`,
   :func:`ring_all_gather`, and :func:`ring_allreduce`, the two composed;
 * torch's own collectives or the ring: :func:`reduce_scatter`, :func:`all_gather`,
-  :func:`all_to_all`;
-* the average over a group, bucketed: :func:`plan_buckets`, :func:`allreduce_mean_`;
-* collectives that autograd can differentiate, along one dimension of a tensor:
-  :func:`gather_along`, :func:`reduce_scatter_along`, :func:`all_to_all_along` and
-  :func:`exchange` (uneven counts), each tested against one-process autograd (a
-  differentiable collective is easy to get wrong: test every one you use);
-* what a rank sends: :func:`count_communication`.
+  :func:`all_to_all`, :func:`broadcast_from_first_rank`;
+* the average over a group, bucketed: :func:`plan_buckets`, :func:`allreduce_mean_`; which
+  tensors some rank has: :func:`on_some_rank`;
+* what a rank sends: :func:`count_communication`, :func:`counting`.
+
+Collectives along one dimension of a tensor, differentiable ones among them (:func:`gather_along`,
+:func:`reduce_scatter_along`, :func:`exchange`, :func:`all_to_all_along`), live in
+:mod:`nnpar_lite.autograd_collectives` and are importable from here too.
 
 Every function takes ``group=`` (default: all ranks). A tensor of n elements is cut into N
 chunks of S = ⌈n / N⌉, the last padded with zeros: rank r's chunk is [r·S, (r + 1)·S).
@@ -21,12 +22,12 @@ chunks of S = ⌈n / N⌉, the last padded with zeros: rank r's chunk is [r·S, 
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
+
+from .util import positive_number, real_number
 
 VERBOSE = False  # set True (inside a worker) to print every send and receive of the ring
 
@@ -60,15 +61,20 @@ def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.detach().reshape(-1) for t in tensors]) if tensors else torch.empty(0)
 
 
+def unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The inverse of :func:`flatten`, without a copy: views of ``flat``'s consecutive slices,
+    shaped like the tensors of ``like`` (extra elements at the end are left out)."""
+    parts = flat[:sum(t.numel() for t in like)].split([t.numel() for t in like])
+    return [part.view_as(t) for part, t in zip(parts, like)]
+
+
 @torch.no_grad()
 def copy_back(tensors: Sequence[torch.Tensor], flat: torch.Tensor, scale: float = 1.0) -> None:
-    """Unflatten: each tensor takes its slice of ``flat`` (in order), times ``scale``."""
+    """Unflatten into ``tensors``: each takes its slice of ``flat`` (in order), times ``scale``."""
     if scale != 1.0:
         flat.mul_(scale)
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset:offset + t.numel()].view_as(t))
-        offset += t.numel()
+    for t, part in zip(tensors, unflatten(flat, tensors)):
+        t.copy_(part)
 
 
 def chunk_size(numel: int, world_size: int) -> int:
@@ -192,6 +198,15 @@ def all_to_all(input: torch.Tensor, send_counts: Sequence[int], recv_counts: Seq
     return output
 
 
+def broadcast_from_first_rank(tensors: Sequence[torch.Tensor], *, group=None) -> None:
+    """Every rank takes the values of the group's first rank, all broadcasts in flight at once
+    (ranks that built different models start equal)."""
+    source = global_rank(0, group)
+    with torch.no_grad():
+        for work in [dist.broadcast(t, src=source, group=group, async_op=True) for t in tensors]:
+            work.wait()
+
+
 # ============================================================ the average over a group
 def plan_buckets(params: Sequence[torch.Tensor], bucket_mb: float) -> list[list[int]]:
     """Group tensor indices into buckets of at most ``bucket_mb`` MiB, in *reverse* order (the
@@ -213,138 +228,70 @@ def plan_buckets(params: Sequence[torch.Tensor], bucket_mb: float) -> list[list[
     return buckets
 
 
-def positive_number(name: str, value) -> float:
-    """``value`` as a float if it is a finite real number > 0 (not a bool); ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
 def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = None, bucket_mb: float = 25.0,
-                    group=None, use_ring: bool = False) -> None:
+                    group=None, use_ring: bool = False, tally: Sequence[float] | None = None) -> list[float]:
     """Average the given tensors in place over the group, bucket by bucket.
 
         without weight:  t ← 1/N Σ_r t_r
         with weight w_r: t ← Σ_r w_r t_r / Σ_r w_r
 
     Tensors are flattened into buckets of at most ``bucket_mb`` MiB in reverse order, one
-    all-reduce each, all in flight at once (``use_ring``: the ring above, one after another);
-    Σ_r w_r rides along at the end of the last bucket, so weighting costs no extra round trip.
-    Every rank must pass tensors of the same shapes in the same order."""
-    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, numbers.Real)
-                               or not math.isfinite(weight) or weight < 0):
-        raise ValueError(f"weight must be a finite number ≥ 0 (the local sample count), got {weight!r}")
+    all-reduce each, all in flight at once (``use_ring``: the ring above, one after another).
+    Σ_r w_r rides along at the end of the last bucket, so weighting costs no extra round trip,
+    and so does ``tally``: a few numbers summed over the ranks (which parameters have a gradient
+    here, say), returned summed. Every rank must pass tensors of the same shapes in the same order."""
+    check_weight(weight)
     if not tensors:
-        return
+        return []
     buckets = plan_buckets(tensors, bucket_mb)
-    flats = [flatten([tensors[i] for i in bucket]) for bucket in buckets]
-    if weight is not None:
-        for flat in flats:
-            flat.mul_(float(weight))
-        flats[-1] = torch.cat([flats[-1], flats[-1].new_tensor([float(weight)])])
+    riders = ([float(weight)] if weight is not None else []) + [float(t) for t in tally or []]
+    flats = _weighted_buckets(tensors, buckets, weight, riders)
     if use_ring:
         for flat in flats:
             ring_allreduce(flat, group=group)
     else:
         for work in [dist.all_reduce(flat, group=group, async_op=True) for flat in flats]:
             work.wait()
-    total = float(dist.get_world_size(group)) if weight is None else float(flats[-1][-1])
+    summed = flats[-1][flats[-1].numel() - len(riders):].tolist()
+    total = float(dist.get_world_size(group)) if weight is None else summed[0]
     if total <= 0:
         raise ValueError("the weights of all ranks add up to 0: no rank has a sample")
     for bucket, flat in zip(buckets, flats):
         copy_back([tensors[i] for i in bucket], flat, scale=1.0 / total)
+    return summed[1:] if weight is not None else summed
 
 
-# ============================================================ differentiable, along a dimension
-def all_gather_dim(x: torch.Tensor, dim: int, *, group=None) -> torch.Tensor:
-    """Every rank's ``x`` concatenated along ``dim`` (equal sizes), outside autograd."""
-    world = dist.get_world_size(group)
-    moved = x.movedim(dim, 0).contiguous()
-    out = moved.new_empty((world * moved.shape[0], *moved.shape[1:]))
-    getattr(dist, ALL_GATHER)(out, moved, group=group)
-    return out.movedim(0, dim)
+def check_weight(weight: float | None) -> None:
+    """A rank's weight in an average is None (no weighting) or a finite number ≥ 0; ValueError
+    naming the rank otherwise. Callers that change anything before averaging check it first."""
+    if weight is not None:
+        rank = f"rank {dist.get_rank()}: " if dist.is_available() and dist.is_initialized() else ""
+        real_number(f"{rank}weight", weight, minimum=0, why=" (this rank's sample count)")
 
 
-def reduce_scatter_dim(x: torch.Tensor, dim: int, *, group=None) -> torch.Tensor:
-    """Σ_ranks x, rank r keeping slice r along ``dim``, outside autograd."""
-    world = dist.get_world_size(group)
-    if x.shape[dim] % world:
-        raise ValueError(f"reduce-scatter along dim {dim}: size {x.shape[dim]} does not divide by the {world} ranks")
-    moved = x.movedim(dim, 0).contiguous()
-    out = moved.new_empty((moved.shape[0] // world, *moved.shape[1:]))
-    getattr(dist, REDUCE_SCATTER)(out, moved, group=group)
-    return out.movedim(0, dim)
+def _weighted_buckets(tensors: Sequence[torch.Tensor], buckets: list[list[int]], weight: float | None,
+                      riders: list[float]) -> list[torch.Tensor]:
+    """One fresh flat copy per bucket, w_r t_r (the riders unweighted, at the end of the last one,
+    copied with it)."""
+    last = len(buckets) - 1
+    ride = tensors[buckets[last][0]].new_tensor(riders)
+    flats = [flatten([tensors[i] for i in bucket] + ([ride] if b == last else [])) for b, bucket in enumerate(buckets)]
+    if weight is not None:
+        for flat, bucket in zip(flats, buckets):
+            flat[:sum(tensors[i].numel() for i in bucket)].mul_(float(weight))
+    return flats
 
 
-class _GatherAlong(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, dim, group):
-        ctx.dim, ctx.group = dim, group
-        return all_gather_dim(x, dim, group=group)
+def on_some_rank(flags: Sequence[bool], *, device: torch.device | str | None = None, group=None) -> list[bool]:
+    """For each flag, whether it is True on at least one rank of the group: one all-reduce of a
+    mask, one number per flag,
 
-    @staticmethod
-    def backward(ctx, grad):
-        return reduce_scatter_dim(grad, ctx.dim, group=ctx.group), None, None
+        used_i = Σ_r [flag i on rank r] > 0
 
-
-class _ReduceScatterAlong(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, dim, group):
-        ctx.dim, ctx.group = dim, group
-        return reduce_scatter_dim(x, dim, group=group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return all_gather_dim(grad, ctx.dim, group=ctx.group), None, None
-
-
-def gather_along(x: torch.Tensor, dim: int, *, group=None) -> torch.Tensor:
-    """Forward: every rank's ``x`` concatenated along ``dim`` (an all-gather; equal sizes).
-    Backward: each rank's gradient for the whole is partial, so the gradients are summed over
-    the ranks and rank r keeps its own slice: a reduce-scatter. (Megatron's sequence parallelism
-    before a column-parallel layer; an attention that gathers K and V.)"""
-    return _GatherAlong.apply(x, dim, group)
-
-
-def reduce_scatter_along(x: torch.Tensor, dim: int, *, group=None) -> torch.Tensor:
-    """Forward: Σ_ranks x, and rank r keeps slice r along ``dim`` (a reduce-scatter).
-    Backward: the slices' gradients gathered along ``dim`` (an all-gather). (Megatron's
-    sequence parallelism after a row-parallel layer.)"""
-    return _ReduceScatterAlong.apply(x, dim, group)
-
-
-class _Exchange(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, send_counts, recv_counts, group):
-        ctx.counts, ctx.group = (send_counts, recv_counts), group
-        return all_to_all(x, send_counts, recv_counts, group=group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        send_counts, recv_counts = ctx.counts
-        return all_to_all(grad, recv_counts, send_counts, group=ctx.group), None, None, None
-
-
-def exchange(x: torch.Tensor, send_counts: Sequence[int], recv_counts: Sequence[int], *,
-             group=None) -> torch.Tensor:
-    """:func:`all_to_all` that autograd differentiates: the gradient of what rank r received
-    from rank k goes back to rank k by the reverse all-to-all (counts swapped)."""
-    return _Exchange.apply(x, [int(c) for c in send_counts], [int(c) for c in recv_counts], group)
-
-
-def all_to_all_along(x: torch.Tensor, scatter_dim: int, gather_dim: int, *, group=None) -> torch.Tensor:
-    """Cut ``x`` into N equal slices along ``scatter_dim``, send slice k to rank k, and join the
-    slices received, rank 0's first, along ``gather_dim`` (DeepSpeed-Ulysses: from a sequence
-    split to a head split, and back). Differentiable: its backward is the reverse all-to-all."""
-    world = dist.get_world_size(group)
-    if x.shape[scatter_dim] % world:
-        raise ValueError(f"all-to-all along dim {scatter_dim}: size {x.shape[scatter_dim]} does not divide by the "
-                         f"{world} ranks")
-    pieces = x.movedim(scatter_dim, 0)
-    rows = pieces.shape[0] // world
-    received = exchange(pieces.reshape(pieces.shape[0], -1), [rows] * world, [rows] * world, group=group)
-    received = received.reshape(world, rows, *pieces.shape[1:]).movedim(1, scatter_dim + 1)
-    return torch.cat(received.unbind(0), dim=gather_dim)
+    how the ranks agree which parameters have a gradient (DDP's ``find_unused_parameters``)."""
+    mask = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(mask, group=group)
+    return [count > 0 for count in mask.tolist()]
 
 
 # ============================================================ counting
@@ -362,8 +309,8 @@ COUNTED = {"all_reduce": "all_reduce", ALL_GATHER: "all_gather", REDUCE_SCATTER:
 def count_communication() -> Iterator[list[dict]]:
     """Within the block, every collective and send this process starts through
     ``torch.distributed`` is logged: {"op" (all_reduce, all_gather, reduce_scatter, broadcast,
-    all_to_all, send), "group" (its global ranks), "bytes" (the tensor's: for an all-gather the
-    gathered output, for a reduce-scatter and an all-to-all the input), "sent" (what this rank
+    all_to_all, send), "group" (its global ranks), "elements" and "bytes" (the tensor's: for an
+    all-gather the gathered output, for a reduce-scatter and an all-to-all the input), "sent" (what this rank
     sends: the ring's share for a collective, :data:`SENT_BY_RING`; the rows meant for other ranks
     in an all-to-all; the message for a send)}. How the chapters and the capstone count what
     each dimension of parallelism sends, without touching its code."""
@@ -378,6 +325,21 @@ def count_communication() -> Iterator[list[dict]]:
             setattr(dist, name, original)
 
 
+@contextlib.contextmanager
+def counting(op: str, counter: dict | None = None) -> Iterator[dict]:
+    """Within the block, the elements and bytes of every ``op`` this process starts ("send" for
+    send and isend, "all_reduce", …: the ops :func:`count_communication` logs) are added up in
+    ``counter`` ({"elements": …, "bytes": …}), filled when the block ends: how chapter 08 counts
+    what the rings send, and chapter 09 what torch's PowerSGD hook all-reduces."""
+    counter = {} if counter is None else counter
+    with count_communication() as log:
+        try:
+            yield counter
+        finally:
+            for key in ("elements", "bytes"):
+                counter[key] = counter.get(key, 0) + sum(e[key] for e in log if e["op"] == op)
+
+
 def _counted(op: str, original, log: list[dict]):
     def call(first, *args, **kwargs):
         group = kwargs.get("group")
@@ -388,7 +350,7 @@ def _counted(op: str, original, log: list[dict]):
             sent = nbytes - _own_rows_bytes(tensor, args[2] if len(args) > 2 else None, group)
         else:
             sent = nbytes if op == "send" else SENT_BY_RING[op](nbytes, len(ranks))
-        log.append({"op": op, "group": ranks, "bytes": nbytes, "sent": sent})
+        log.append({"op": op, "group": ranks, "elements": tensor.numel(), "bytes": nbytes, "sent": sent})
         return original(first, *args, **kwargs)
     return call
 
@@ -399,3 +361,16 @@ def _own_rows_bytes(input: torch.Tensor, split_sizes, group) -> int:
     row = input[0].numel() * input.element_size() if input.shape[0] else 0
     counts = list(split_sizes) if split_sizes else [input.shape[0] // world] * world
     return counts[rank] * row
+
+
+# ============================================================ along a dimension
+ALONG = ("all_gather_dim", "reduce_scatter_dim", "gather_along", "reduce_scatter_along", "exchange", "all_to_all_along")
+
+
+def __getattr__(name: str):
+    """The collectives along a dimension (:data:`ALONG`) live in :mod:`nnpar_lite.autograd_collectives`,
+    which builds on this module; ``collectives.gather_along`` and the rest reach them from here."""
+    if name in ALONG:
+        from . import autograd_collectives
+        return getattr(autograd_collectives, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,6 +41,12 @@ def split_by_sizes(array, sizes: Sequence[int]) -> list:
     return [array[int(a):int(b)] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def split_batch(X, Y, shard_sizes: Sequence[int]) -> list[tuple]:
+    """Seed 3.1 step 1: cut the batch (X, Y) into consecutive shards of the given sizes, one
+    (X_k, Y_k) per worker."""
+    return list(zip(split_by_sizes(X, shard_sizes), split_by_sizes(Y, shard_sizes)))
+
+
 def _check_counts(num_samples: int, num_workers: int) -> None:
     for name, value in (("num_samples", num_samples), ("num_workers", num_workers)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):

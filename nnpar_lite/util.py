@@ -1,17 +1,50 @@
-"""Small helpers the modules share: one integer check, near-equal parts, a difference, one thread."""
+"""Small helpers the modules share: the number checks, near-equal parts, a difference, one thread."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 from typing import Any, Iterable, Iterator
 
 
-def whole_number(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int if it is an integer (not a bool) ≥ ``minimum``; ValueError naming it otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+def whole_number(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool), minimum ≤ value (≤ maximum, if given);
+    ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum \
+            or (maximum is not None and value > maximum):
+        bounds = f"≥ {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
     return int(value)
+
+
+def real_number(name: str, value: Any, *, minimum: float | None = None, above: float | None = None,
+                maximum: float | None = None, why: str = "") -> float:
+    """``value`` as a float if it is a finite real number (not a bool) with value ≥ ``minimum``,
+    value > ``above`` and value ≤ ``maximum`` (those given); ValueError naming it otherwise, with
+    ``why`` (what the number is) after the bounds. The one check of a real number in the package:
+    ``bucket_mb`` and ``curvature`` (> 0), a weight (≥ 0), a fraction (in (0, 1])."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or (minimum is not None and value < minimum) or (above is not None and value <= above) \
+            or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {_described(minimum, above, maximum)}{why}, got {value!r}")
+    return float(value)
+
+
+def _described(minimum: float | None, above: float | None, maximum: float | None) -> str:
+    """The bounds in words: "a positive number", "a finite number ≥ 0", "a number in (0, 1]"."""
+    if above == 0 and minimum is None and maximum is None:
+        return "a positive number"
+    if maximum is None:
+        return "a finite number" + (f" ≥ {minimum:g}" if minimum is not None else f" > {above:g}" if above is not None
+                                    else "")
+    low = f"[{minimum:g}" if minimum is not None else f"({above:g}" if above is not None else "(−∞"
+    return f"a number in {low}, {maximum:g}]"
+
+
+def positive_number(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite real number > 0 (not a bool); ValueError naming it."""
+    return real_number(name, value, above=0)
 
 
 def even_bounds(n: int, k: int) -> list[tuple[int, int]]:
@@ -53,20 +86,16 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-@contextlib.contextmanager
-def counting(owner: Any, name: str, counter: dict) -> Iterator[dict]:
-    """Within the block, every call of ``owner.name`` (say ``dist.isend``) adds its first
-    argument's elements and bytes to ``counter``: how the chapters count what a collective
-    sends, without touching the code that calls it."""
-    original = getattr(owner, name)
+# The names ``util.counting(dist, name, counter)`` counted, as collectives.count_communication logs them.
+_COUNTED_AS = {"isend": "send", "send": "send", "all_reduce": "all_reduce", "broadcast": "broadcast"}
 
-    def counted(tensor, *args, **kwargs):
-        counter["elements"] = counter.get("elements", 0) + tensor.numel()
-        counter["bytes"] = counter.get("bytes", 0) + tensor.numel() * tensor.element_size()
-        return original(tensor, *args, **kwargs)
 
-    setattr(owner, name, counted)
-    try:
-        yield counter
-    finally:
-        setattr(owner, name, original)
+def counting(owner: Any, name: str, counter: dict):
+    """The earlier form of :func:`nnpar_lite.collectives.counting`, kept for code written before it:
+    ``counting(dist, "isend", counter)`` adds the elements and bytes of every send this process
+    starts to ``counter``; ``counting(dist, "all_reduce", counter)`` those of every all-reduce."""
+    from .collectives import counting as counting_collectives   # util sits below collectives
+
+    if name not in _COUNTED_AS:
+        raise ValueError(f"counting knows {sorted(_COUNTED_AS)} of torch.distributed, got {name!r}")
+    return counting_collectives(_COUNTED_AS[name], counter)
