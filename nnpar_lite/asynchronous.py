@@ -11,7 +11,7 @@ applied, so update t uses a gradient computed on parameters τ_t updates old:
 τ_t is the *staleness* of update t. τ = 0 is synchronous SGD; K equally fast workers served
 in turn give τ ≈ K − 1. On the quadratic L = λ θ² / 2 this recurrence is stable only for
 η λ < 2 sin(π / (2 (2τ + 1))) (≈ π / (2τ + 1) for large τ), so the learning rate must
-shrink roughly as 1/τ (:func:`largest_stable_lr`).
+shrink roughly as 1/τ (:func:`largest_stable_lr_under_staleness`).
 
 :func:`stale_sgd` runs the recurrence deterministically in one process, with a fixed τ or the
 staleness a real run recorded; :func:`serve` and :func:`work` are the parameter server and its
@@ -20,6 +20,7 @@ workers over a real process group, with blocking ``send``/``recv`` and no barrie
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import time
@@ -30,37 +31,37 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .collectives import copy_back, flatten, global_rank
 from .formulas import sgd_step
+from .util import positive_number, whole_number
 
 
-def largest_stable_lr(curvature: float, staleness: int) -> float:
+def largest_stable_lr_under_staleness(curvature: float, staleness: int) -> float:
     """The largest η for which θ_{t+1} = θ_t − η λ θ_{t−τ} (stale gradient descent on
     L = λ θ² / 2) converges:  η λ < 2 sin(π / (2 (2τ + 1))).
 
-    τ = 0 gives the familiar 2 / λ; τ = 1 halves it; for large τ it falls as π / ((2τ + 1) λ)."""
-    if not (isinstance(curvature, numbers.Real) and curvature > 0):
-        raise ValueError(f"curvature must be a positive number, got {curvature!r}")
-    if isinstance(staleness, bool) or not isinstance(staleness, numbers.Integral) or staleness < 0:
-        raise ValueError(f"staleness must be an integer ≥ 0, got {staleness!r}")
-    return 2 * math.sin(math.pi / (2 * (2 * staleness + 1))) / curvature
+    τ = 0 gives the familiar 2 / λ; τ = 1 halves it; for large τ it falls as π / ((2τ + 1) λ).
+    (:func:`nnpar_lite.models.largest_stable_lr` is another bound: fresh gradients, a network's
+    largest curvature.)"""
+    lam = positive_number("curvature", curvature)
+    tau = whole_number("staleness", staleness, minimum=0)
+    return 2 * math.sin(math.pi / (2 * (2 * tau + 1))) / lam
+
+
+largest_stable_lr = largest_stable_lr_under_staleness     # the earlier name, kept for code written before
 
 
 def _staleness_per_step(staleness: int | Sequence[int], steps: int) -> list[int]:
     """τ_t for t = 0 … steps − 1: a fixed τ (capped at t: nothing is older than θ_0), or one per
     step, each an integer with 0 ≤ τ_t ≤ t."""
     if isinstance(staleness, numbers.Integral) and not isinstance(staleness, bool):
-        if staleness < 0:
-            raise ValueError(f"staleness must be ≥ 0, got {staleness}")
-        return [min(int(staleness), t) for t in range(steps)]
+        return [min(whole_number("staleness", staleness, minimum=0), t) for t in range(steps)]
     if not isinstance(staleness, Sequence):
         raise ValueError(f"staleness must be an integer ≥ 0 or one integer per batch, got {staleness!r}")
     taus = list(staleness)
     if len(taus) != steps:
         raise ValueError(f"{len(taus)} staleness values for {steps} batches: give one per batch")
-    for t, tau in enumerate(taus):
-        if isinstance(tau, bool) or not isinstance(tau, numbers.Integral) or not 0 <= tau <= t:
-            raise ValueError(f"staleness of update {t} must be an integer in [0, {t}], got {tau!r}")
-    return [int(tau) for tau in taus]
+    return [whole_number(f"staleness of update {t}", tau, minimum=0, maximum=t) for t, tau in enumerate(taus)]
 
 
 def stale_sgd(model: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], lr: float,
@@ -77,7 +78,7 @@ def stale_sgd(model: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, torc
     names = [name for name, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
     theta = [p.detach().clone() for p in params]                  # θ_t; written back to the model at the end
-    worker = _copy_of(model)
+    worker = copy.deepcopy(model)
     trained = [p for p in worker.parameters() if p.requires_grad]
     history: deque[list[torch.Tensor]] = deque(maxlen=max(taus, default=0) + 1)   # θ_t, θ_{t−1}, …
     losses = []
@@ -106,23 +107,7 @@ def _check_gradients(names: Sequence[str], params: Sequence[torch.Tensor], step:
                              "trainable parameter; freeze it (requires_grad=False) or use it in the forward")
 
 
-def _copy_of(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
-
-
 # ===================================================== over a process group
-def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
-
-
-def _unflat_into(flat: torch.Tensor, tensors: Sequence[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
-            t.copy_(part.view_as(t))
-
-
 def serve(model: torch.nn.Module, lr: float, updates: int, *, group=None) -> list[dict]:
     """The parameter server, on the group's first rank: θ lives in ``model``.
 
@@ -133,24 +118,25 @@ def serve(model: torch.nn.Module, lr: float, updates: int, *, group=None) -> lis
     applied before it) − (that version). A gradient arriving after the last update is dropped
     and its worker told to stop (version −1). Message: [version, batch, gradient …]."""
     params, me = list(model.parameters()), dist.get_rank()
-    workers = [r for r in _members(group) if r != me]
+    everyone = [global_rank(k, group) for k in range(dist.get_world_size(group))]      # global ranks
+    workers = [r for r in everyone if r != me]
     for w in workers:
-        dist.send(torch.cat([_flat(params).new_tensor([0.0]), _flat(params)]), dst=w, group=group)
-    inbox, records, stopped = _flat(params).new_empty(2 + sum(p.numel() for p in params)), [], 0
+        dist.send(torch.cat([flatten(params).new_tensor([0.0]), flatten(params)]), dst=w, group=group)
+    inbox, records, stopped = flatten(params).new_empty(2 + sum(p.numel() for p in params)), [], 0
     while stopped < len(workers):
         sender = dist.recv(inbox, group=group)                     # whoever is first
         version = len(records)
         if version < updates:
             grads = [torch.empty_like(p) for p in params]
-            _unflat_into(inbox[2:], grads)
+            copy_back(grads, inbox[2:])
             sgd_step(params, grads, lr, out=params)                 # applied at once, no barrier
             computed_on = int(inbox[0])
             records.append({"worker": sender, "batch": int(inbox[1]), "computed on": computed_on,
                             "staleness": version - computed_on, "time": time.perf_counter()})
-            reply = torch.cat([inbox.new_tensor([version + 1.0]), _flat(params)])
+            reply = torch.cat([inbox.new_tensor([version + 1.0]), flatten(params)])
         else:
             stopped += 1
-            reply = torch.cat([inbox.new_tensor([-1.0]), _flat(params)])
+            reply = torch.cat([inbox.new_tensor([-1.0]), flatten(params)])
         dist.send(reply, dst=sender, group=group)
     return records
 
@@ -162,29 +148,22 @@ def work(model: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Ten
     ``batches``) on that θ, send it with θ's version and the batch's index, receive the θ the
     server sends back; until told to stop. ``delay`` seconds of waiting per gradient make it a
     slower machine; ``before_gradient(n)``, if given, runs before the n-th gradient (n = 0, 1,
-    …), with θ already received: a test holds a worker back there. Returns how many gradients
-    it sent."""
-    params = list(model.parameters())
-    inbox = _flat(params).new_empty(1 + sum(p.numel() for p in params))
+    …), with θ already received: a test holds a worker back there. ``server`` is the server's
+    rank in the group. Returns how many gradients it sent."""
+    params, server = list(model.parameters()), global_rank(server, group)
+    inbox = flatten(params).new_empty(1 + sum(p.numel() for p in params))
     dist.recv(inbox, src=server, group=group)
     sent = 0
     while inbox[0] >= 0:
         if before_gradient is not None:
             before_gradient(sent)
-        _unflat_into(inbox[1:], params)
+        copy_back(params, inbox[1:])
         model.zero_grad(set_to_none=True)
         x, y = batches[sent % len(batches)]
         loss_fn(model(x), y).backward()
         time.sleep(delay)
         header = inbox.new_tensor([float(inbox[0]), float(sent % len(batches))])
-        dist.send(torch.cat([header, _flat([p.grad for p in params])]), dst=server, group=group)
+        dist.send(torch.cat([header, flatten([p.grad for p in params])]), dst=server, group=group)
         dist.recv(inbox, src=server, group=group)
         sent += 1
     return sent
-
-
-def _members(group=None) -> list[int]:
-    """The global ranks of the group's members (all ranks for the default group)."""
-    if group is None:
-        return list(range(dist.get_world_size()))
-    return [dist.get_global_rank(group, r) for r in range(dist.get_world_size(group))]

@@ -9,15 +9,15 @@ import numpy as np
 import torch
 
 from .trees import as_tree, empty_like, leaves_with_paths
+from .util import real_number
 
 
 def number(x: Any, name: str, *, non_negative: bool = False) -> float:
-    """``x`` as a float if it is a real number (not a bool), finite and ≥ 0 if asked."""
+    """``x`` as a float if it is a real number (not a bool; TypeError otherwise), finite and ≥ 0
+    if asked (:func:`nnpar_lite.util.real_number`, ValueError)."""
     if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} is {type(x).__name__} ({x!r:.40}); expected a real number")
-    if non_negative and (not math.isfinite(x) or x < 0):
-        raise ValueError(f"{name} is {float(x)}; expected a finite, non-negative number")
-    return float(x)
+    return real_number(name, x, minimum=0) if non_negative else float(x)
 
 
 def count_workers(items: Any, plural: str) -> int:

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from typing import Callable, Generator, Sequence
 
 import torch
 import torch.distributed as dist
 
-from .util import whole_number
+from .collectives import flatten, unflatten
+from .util import real_number, whole_number
 
 Message = tuple[str, torch.Tensor]
 
@@ -119,10 +119,7 @@ class PowerSGD(Compressor):
         super().__init__(error_feedback=error_feedback)
         self.rank = whole_number("rank", rank)
         self.seed = whole_number("seed", seed, minimum=0)
-        if isinstance(min_compression_rate, bool) or not isinstance(min_compression_rate, numbers.Real) \
-                or not min_compression_rate >= 0:
-            raise ValueError(f"min_compression_rate must be a number ≥ 0, got {min_compression_rate!r}")
-        self.min_compression_rate = float(min_compression_rate)
+        self.min_compression_rate = real_number("min_compression_rate", min_compression_rate, minimum=0)
         self.qs: dict[int, torch.Tensor] = {}             # tensor index → its warm-started Q (m × r)
 
     def _worth_compressing(self, tensor: torch.Tensor) -> bool:
@@ -142,11 +139,11 @@ class PowerSGD(Compressor):
         compress, exact = self._split(deltas)
         matrices = {i: deltas[i].reshape(deltas[i].shape[0], -1) for i in compress}
         ps = [matrices[i] @ self._q(i, deltas[i]) for i in compress]                 # P_i = Δ_i Q
-        total = yield self._message("sum", _flatten([deltas[i] for i in exact] + ps))
-        sums = _unflatten(total, [deltas[i] for i in exact] + ps)
+        total = yield self._message("sum", flatten([deltas[i] for i in exact] + ps))
+        sums = unflatten(total, [deltas[i] for i in exact] + ps)
         p_hats = [_orthonormal(p) for p in sums[len(exact):]]                         # P̂ = orth(Σ_i P_i)
         local_qs = [matrices[i].T @ p for i, p in zip(compress, p_hats)]             # Q_i = Δ_iᵀ P̂
-        q_sum = _unflatten((yield self._message("sum", _flatten(local_qs))), local_qs) if compress else []
+        q_sum = unflatten((yield self._message("sum", flatten(local_qs))), local_qs) if compress else []
         for i, s in zip(exact, sums):
             tensors[i].copy_(s / world)
             self.residuals[i].zero_()
@@ -169,14 +166,12 @@ class TopK(Compressor):
 
     def __init__(self, fraction: float, *, error_feedback: bool = True):
         super().__init__(error_feedback=error_feedback)
-        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
-        self.fraction = float(fraction)
+        self.fraction = real_number("fraction", fraction, above=0, maximum=1)
 
     def _rounds(self, tensors, deltas, world):
         compress, exact = self._split(deltas)
         if exact:
-            sums = _unflatten((yield self._message("sum", _flatten([deltas[i] for i in exact]))),
+            sums = unflatten((yield self._message("sum", flatten([deltas[i] for i in exact]))),
                               [deltas[i] for i in exact])
             for i, s in zip(exact, sums):
                 tensors[i].copy_(s / world)
@@ -235,14 +230,6 @@ def _gram_schmidt(matrix: torch.Tensor) -> torch.Tensor:
         rest = q[:, i + 1:]
         rest -= (column * rest).sum(dim=0, keepdim=True) * column
     return q
-
-
-def _flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
-
-
-def _unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in like]), like)]
 
 
 def _collective(kind: str, tensor: torch.Tensor, group=None):

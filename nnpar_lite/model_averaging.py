@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -28,8 +27,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .data import even_shard_sizes
-from .data_parallel import split_batch
+from .collectives import allreduce_mean_, check_weight
+from .data import even_shard_sizes, split_batch
 from .formulas import aggregate_gradients, average_parameters, sgd_step
 from .models import evaluate, mlp
 from .util import whole_number
@@ -172,37 +171,24 @@ def _in_group(group) -> bool:
 
 def allreduce_parameters_(params: torch.nn.Module | Iterable[torch.Tensor], *, group=None) -> None:
     """Seed 3.2 across processes, θ ← 1/K Σ_r θ_r over the K ranks of ``group``, in place:
-    flatten, divide, all-reduce, copy back (torch's ``model_averaging.utils.average_parameters``).
-    A module's trainable parameters, or the tensors given; optimizer state and buffers are left
-    alone, and so are the ranks outside ``group``."""
+    flatten, all-reduce, divide, copy back (torch's ``model_averaging.utils.average_parameters``;
+    here :func:`~nnpar_lite.collectives.allreduce_mean_`). A module's trainable parameters, or the
+    tensors given; optimizer state and buffers are left alone, and so are the ranks outside ``group``."""
     tensors = _tensors(params)
-    if not tensors or not _in_group(group):
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    flat /= dist.get_world_size(group)
-    dist.all_reduce(flat, group=group)
-    for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
-        t.copy_(part.view_as(t))
+    if tensors and _in_group(group):
+        allreduce_mean_(tensors, group=group)
 
 
 def allreduce_parameters_weighted_(params: torch.nn.Module | Iterable[torch.Tensor], weight: float, *,
                                    group=None) -> None:
     """θ ← Σ_r w_r θ_r / Σ_r w_r over the ranks of ``group``, in place, w_r being each rank's
     ``weight`` (FedAvg weights client r by its sample count n_r; a rank with w_r = 0 only
-    receives). Σ_r w_r rides along in the same all-reduce as the last entry."""
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
-        where = f"rank {dist.get_rank()}: " if dist.is_initialized() else ""
-        raise ValueError(f"{where}weight must be a finite number ≥ 0 (this rank's sample count), got {weight!r}")
+    receives). Σ_r w_r rides along in the same all-reduce
+    (:func:`~nnpar_lite.collectives.allreduce_mean_`)."""
+    check_weight(weight)
     tensors = _tensors(params)
-    if not _in_group(group):
-        return
-    dtype = tensors[0].dtype if tensors else torch.float64
-    flat = torch.cat([t.reshape(-1) for t in tensors] + [torch.ones(1, dtype=dtype)]) * float(weight)
-    dist.all_reduce(flat, group=group)                         # [Σ_r w_r θ_r, Σ_r w_r]
-    if float(flat[-1]) <= 0:
-        raise ValueError("the weights of all ranks add up to 0: no rank has a sample")
-    for t, part in zip(tensors, (flat[:-1] / flat[-1]).split([t.numel() for t in tensors])):
-        t.copy_(part.view_as(t))
+    if tensors and _in_group(group):
+        allreduce_mean_(tensors, weight=weight, group=group)
 
 
 def average_parameters_(params: torch.nn.Module | Iterable[torch.Tensor], *, weight: float | None = None,

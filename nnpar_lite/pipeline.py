@@ -27,7 +27,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .costmodel import bubble_fraction, peak_activations  # noqa: F401  (re-exported for the chapter)
+from .collectives import global_rank
+from .costmodel import bubble_fraction
 from .util import even_bounds, whole_number
 
 
@@ -35,8 +36,7 @@ def split_into_stages(model: torch.nn.Sequential, num_stages: int) -> list[torch
     """Cut a Sequential into ``num_stages`` consecutive stages of nearly equal layer counts
     (the stages share the model's parameters)."""
     layers = list(model)
-    if whole_number("num_stages", num_stages) > len(layers):
-        raise ValueError(f"num_stages must be between 1 and the {len(layers)} layers, got {num_stages!r}")
+    whole_number(f"num_stages (at most one per layer, of {len(layers)})", num_stages, maximum=len(layers))
     return [torch.nn.Sequential(*layers[start:stop]) for start, stop in even_bounds(len(layers), num_stages)]
 
 
@@ -198,19 +198,19 @@ def pipeline_step(stage: torch.nn.Module, x: torch.Tensor | None, y: torch.Tenso
     runs the stage, sends the output to rank + 1. B i receives that output's gradient from
     rank + 1 (the last stage takes the loss on ``y``, weighted by n_i / Σ n_j so that the
     accumulated gradients are the whole batch's), runs backward, sends its input's gradient
-    to rank − 1. Received activations take the stage's dtype. Returns the mean loss on the
-    last stage. Every send is an ``isend``: with blocking sends on gloo, a stage can wait on a
+    to rank − 1. Received activations take the dtype and device of the stage's parameters.
+    Returns the mean loss on the last stage. Every send is an ``isend``: with blocking sends on gloo, a stage can wait on a
     send to its neighbour while the neighbour waits on a send to it (a deadlock seen here).
     """
     link, sizes = _Link(group), _check_step(stage, x, y, micro_sizes, activation_width, schedule, group)
-    dtype = None if link.first else next(stage.parameters()).dtype
+    weight = None if link.first else next(stage.parameters())    # received activations take its dtype and device
     micro_x = torch.split(x, sizes) if link.first else None
     micro_y = torch.split(y, sizes) if link.last else None
     inputs, outputs, sent, pending, total_loss = {}, {}, {}, [], 0.0
     for op, i in SCHEDULES[schedule](link.world, len(sizes))[link.rank]:
         if op == "F":
             shape = (sizes[i], activation_width)
-            inputs[i] = micro_x[i] if link.first else link.receive(shape, dtype, f"F{i}: activation")
+            inputs[i] = micro_x[i] if link.first else link.receive(shape, weight, f"F{i}: activation")
             outputs[i] = stage(inputs[i])
             if not link.last:
                 sent[i] = link.send(outputs[i].detach(), f"F{i}: activation")
@@ -221,7 +221,7 @@ def pipeline_step(stage: torch.nn.Module, x: torch.Tensor | None, y: torch.Tenso
             loss.backward()
         else:
             output = outputs.pop(i)
-            output.backward(link.receive(tuple(output.shape), output.dtype, f"B{i}: gradient", 1))
+            output.backward(link.receive(tuple(output.shape), output, f"B{i}: gradient", 1))
             sent.pop(i).wait()          # its gradient came back, so our activation has arrived
         incoming = inputs.pop(i)        # micro-batch i's activations are freed here
         if not link.first:
@@ -275,17 +275,15 @@ class _Link:
         self.group, self.rank, self.world = group, dist.get_rank(group), dist.get_world_size(group)
         self.first, self.last = self.rank == 0, self.rank == self.world - 1
 
-    def _peer(self, offset: int) -> int:
-        r = self.rank + offset
-        return r if self.group is None else dist.get_global_rank(self.group, r)
-
-    def receive(self, shape, dtype, what: str, offset: int = -1) -> torch.Tensor:
-        buffer = torch.empty(shape, dtype=dtype)
-        dist.recv(buffer, self._peer(offset), group=self.group)
+    def receive(self, shape, like: torch.Tensor, what: str, offset: int = -1) -> torch.Tensor:
+        """A message of ``shape`` from stage rank + ``offset``, into a buffer of ``like``'s dtype
+        on ``like``'s device (the stage's: a GPU's, when it runs on one)."""
+        buffer = torch.empty(shape, dtype=like.dtype, device=like.device)
+        dist.recv(buffer, global_rank(self.rank + offset, self.group), group=self.group)
         _log(self.rank, f"{what} {tuple(shape)} received from stage {self.rank + offset}")
         return buffer.requires_grad_(offset < 0)       # an activation needs its gradient back
 
     def send(self, tensor: torch.Tensor, what: str, offset: int = 1):
         """Non-blocking: returns the request to ``wait()`` on before the tensor may change."""
         _log(self.rank, f"{what} {tuple(tensor.shape)} sent to stage {self.rank + offset}")
-        return dist.isend(tensor, self._peer(offset), group=self.group)
+        return dist.isend(tensor, global_rank(self.rank + offset, self.group), group=self.group)

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .collectives import global_rank
 from .util import even_bounds, whole_number
 
 
@@ -29,16 +30,14 @@ def _check_conv(x: torch.Tensor, weight: torch.Tensor, grid: Sequence[int], padd
                          f"{tuple(x.shape)} and {tuple(weight.shape)}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"x has {x.shape[1]} channels, weight expects {weight.shape[1]}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be an integer ≥ 0, got {padding!r}")
+    whole_number("padding", padding, minimum=0)
     out_h = x.shape[2] + 2 * padding - weight.shape[2] + 1
     out_w = x.shape[3] + 2 * padding - weight.shape[3] + 1
     if out_h < 1 or out_w < 1:
         raise ValueError(f"the kernel {tuple(weight.shape[2:])} is larger than the padded input")
     rows, cols = grid
-    for name, parts, size in (("rows", rows, out_h), ("cols", cols, out_w)):
-        if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= size:
-            raise ValueError(f"grid {name} must be between 1 and the output's {size}, got {parts!r}")
+    whole_number("grid rows (at most the output's height)", rows, maximum=out_h)
+    whole_number("grid cols (at most the output's width)", cols, maximum=out_w)
     return out_h, out_w
 
 
@@ -57,10 +56,9 @@ def halo_rows(height: int, num_tiles: int, tile: int, kernel: int) -> range:
     :func:`~nnpar_lite.util.even_bounds` cuts them, widened by h = (k − 1)/2 on each side and
     clipped to the image, range(max(r0 − h, 0), min(r1 + h, height)). Beyond the image's edge
     lies zero padding, which nobody sends."""
-    if whole_number("num_tiles", num_tiles) > whole_number("height", height):
-        raise ValueError(f"cannot cut {height} rows into {num_tiles} tiles")
-    if whole_number("tile", tile, minimum=0) >= num_tiles:
-        raise ValueError(f"tile must be between 0 and {num_tiles - 1}, got {tile}")
+    height = whole_number("height", height)
+    whole_number(f"num_tiles (cannot cut {height} rows into more tiles)", num_tiles, maximum=height)
+    whole_number("tile", tile, minimum=0, maximum=num_tiles - 1)
     h = halo_width(kernel)
     r0, r1 = even_bounds(height, num_tiles)[tile]
     return range(max(r0 - h, 0), min(r1 + h, height))
@@ -143,13 +141,12 @@ def _exchange_edges(top: torch.Tensor, bottom: torch.Tensor, group) -> tuple[tor
     """Send ``top`` to the rank above and ``bottom`` to the rank below; receive theirs (zeros
     where there is no neighbour). Non-blocking sends, so that no pair waits on the other."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    peer = (lambda r: r) if group is None else (lambda r: dist.get_global_rank(group, r))
     from_above, from_below = torch.zeros_like(top), torch.zeros_like(bottom)
     requests = []
     for neighbour, send, receive in ((rank - 1, top, from_above), (rank + 1, bottom, from_below)):
         if send.shape[2] and 0 <= neighbour < world:
-            requests += [dist.isend(send.contiguous(), peer(neighbour), group=group),
-                         dist.irecv(receive, peer(neighbour), group=group)]
+            requests += [dist.isend(send.contiguous(), global_rank(neighbour, group), group=group),
+                         dist.irecv(receive, global_rank(neighbour, group), group=group)]
     for request in requests:
         request.wait()
     return from_above, from_below

@@ -47,8 +47,7 @@ def split_rows(layer: torch.nn.Linear, num_workers: int) -> list[torch.Tensor]:
 
 
 def _check_split(size: int, num_workers: int, what: str) -> None:
-    if whole_number("num_workers", num_workers) > size:
-        raise ValueError(f"cannot split {size} {what} among {num_workers!r} workers")
+    whole_number(f"num_workers (cannot split {size} {what} among more)", num_workers, maximum=size)
 
 
 def column_parallel_linear(x: torch.Tensor, layer: torch.nn.Linear, num_workers: int) -> torch.Tensor:

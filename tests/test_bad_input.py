@@ -173,7 +173,7 @@ def test_modules_mixed_with_trees():
     ([torch.tensor(1.0), torch.ones(3)], None, ValueError, ["worker 1", "shape (3,)"]),
     ([torch.tensor(1.0), 2.0], None, TypeError, ["worker 1", "do not mix numpy and torch"]),
     ([1.0, 2.0], [1.0], ValueError, ["1 weights", "2 workers"]),
-    ([1.0, 2.0], [1.0, -1.0], ValueError, ["worker 1", "non-negative"]),
+    ([1.0, 2.0], [1.0, -1.0], ValueError, ["worker 1", "finite number ≥ 0"]),
     ([1.0, 2.0], [0, 0], ValueError, ["zero"]),
 ])
 def test_average_losses_bad_input(losses, weights, exc, words):
