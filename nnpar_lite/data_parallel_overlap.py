@@ -147,25 +147,20 @@ class DataParallel(torch.nn.Module):
 
         g ← Σ_r (g_r / K)      for every trainable parameter, one all-reduce per bucket
 
-    At construction every rank takes rank 0's parameters and buffers (a broadcast), so ranks
-    that built different models start equal; with ``broadcast_buffers=True`` (DDP's default)
-    every rank takes rank 0's buffers again before each forward, as DDP does (BatchNorm's
-    running statistics). The trainable parameters (a tied tensor counts once, frozen ones not at
-    all) are laid out in flat buckets (:class:`GradientBuckets`) in reverse order, the order
-    backward completes them, each closed once it holds ``bucket_mb`` MiB, as DDP does
-    (:func:`plan_buckets_like_ddp`). A hook on each parameter (:meth:`gradient_ready`, through
-    ``register_post_accumulate_grad_hook``) fires when its gradient is complete, writes g_r / K
-    into the parameter's place in its bucket, and starts every bucket that is now full; backward
-    goes on with the earlier layers. After the first synchronised step the buckets are planned
-    again in the order the gradients became ready, as DDP rebuilds its own.
+    At construction every rank takes rank 0's parameters and buffers; with
+    ``broadcast_buffers=True`` (DDP's default) it takes rank 0's buffers again before each
+    forward (BatchNorm's running statistics). The trainable parameters (a tied tensor once, frozen
+    ones not at all) are laid out in flat buckets (:class:`GradientBuckets`) in reverse order, as
+    DDP plans them (:func:`plan_buckets_like_ddp`), and planned again, after the first step, in
+    the order the gradients became ready. A hook on each parameter (:meth:`gradient_ready`) fires
+    when its gradient is complete, writes g_r / K into its place in its bucket, and starts every
+    bucket that is now full; backward goes on with the earlier layers.
 
     After ``loss.backward()`` call :meth:`finish_gradient_synchronization`: each ``.grad`` is then
-    a view of its bucket, holding the average, so nothing is copied back (DDP's
-    ``gradient_as_bucket_view``). Parameters used on some ranks only get DDP's
-    ``find_unused_parameters=True`` result: a zero gradient where unused; one no rank used keeps
-    no gradient. Inside :meth:`no_sync` the hooks stand aside: gradients accumulate locally, and
-    the next backward outside it averages their sum. A second backward without a new forward is
-    refused."""
+    a view of its bucket, holding the average (DDP's ``gradient_as_bucket_view``). A parameter
+    used on some ranks only gets a zero gradient where unused; one no rank used keeps none (DDP's
+    ``find_unused_parameters=True``). Inside :meth:`no_sync` gradients accumulate locally, and the
+    next backward outside it averages their sum. A second backward without a new forward is refused."""
 
     def __init__(self, module: torch.nn.Module, *, bucket_mb: float = 25.0, broadcast_buffers: bool = True,
                  group=None):

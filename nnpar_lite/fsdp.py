@@ -102,10 +102,9 @@ class Gathering:
     modules use a unit) and put into the modules; when no module is using a unit any more, the
     gathered weights are freed and placeholders put back (:meth:`release`). Autograd would keep
     the gathered weights for backward: a saved-tensor hook keeps a note instead (:meth:`pack`),
-    and backward gathers the unit again when it needs it (:meth:`unpack`, or before a module's
-    backward, :meth:`gather_for_backward`). ``trace``, when a list, records each gather, free
-    and reduce-scatter. Like torch's FSDP without prefetching, each all-gather starts only when
-    its module needs it."""
+    and backward gathers the unit again (:meth:`unpack`; :meth:`gather_for_backward`). ``trace``,
+    a list, records each gather, free and reduce-scatter. No prefetching: each all-gather starts
+    when its module needs it."""
 
     def __init__(self, units: list[FlatUnit], *, compute_dtype: torch.dtype | None = None, group=None,
                  use_ring: bool = False):

@@ -198,12 +198,12 @@ def pipeline_step(stage: torch.nn.Module, x: torch.Tensor | None, y: torch.Tenso
     runs the stage, sends the output to rank + 1. B i receives that output's gradient from
     rank + 1 (the last stage takes the loss on ``y``, weighted by n_i / Σ n_j so that the
     accumulated gradients are the whole batch's), runs backward, sends its input's gradient
-    to rank − 1. Received activations take the dtype and device of the stage's parameters.
-    Returns the mean loss on the last stage. Every send is an ``isend``: with blocking sends on gloo, a stage can wait on a
-    send to its neighbour while the neighbour waits on a send to it (a deadlock seen here).
+    to rank − 1. Returns the mean loss on the last stage. Every send is an ``isend``: with
+    blocking sends on gloo, a stage can wait on a send to its neighbour while the neighbour
+    waits on a send to it (a deadlock seen here).
     """
     link, sizes = _Link(group), _check_step(stage, x, y, micro_sizes, activation_width, schedule, group)
-    weight = None if link.first else next(stage.parameters())    # received activations take its dtype and device
+    weight = None if link.first else next(stage.parameters())    # what it receives takes its dtype and device
     micro_x = torch.split(x, sizes) if link.first else None
     micro_y = torch.split(y, sizes) if link.last else None
     inputs, outputs, sent, pending, total_loss = {}, {}, {}, [], 0.0

@@ -118,3 +118,46 @@ def refused(rank: int, world_size: int) -> list:
             messages.append(str(error))
     dist.barrier()
     return messages
+
+
+def counted_elements(rank: int, world_size: int, numel: int) -> dict:
+    """What counting() adds up for a ring all-reduce (its sends) and for one all-reduce, and what
+    the earlier util.counting adds up for the same calls."""
+    from nnpar_lite.util import counting as earlier_counting
+
+    found = {}
+    with co.counting("send") as sends, earlier_counting(dist, "isend", {}) as earlier:
+        co.ring_allreduce(torch.ones(numel, dtype=torch.float64))
+    found["ring"], found["ring, earlier form"] = sends, earlier
+    with co.counting("all_reduce", {"elements": 1, "bytes": 8}) as reduced:   # added to what it held
+        dist.all_reduce(torch.ones(numel))
+    found["all_reduce"] = reduced
+    return found
+
+
+def agreement_and_broadcast(rank: int, world_size: int) -> dict:
+    """on_some_rank on flags that differ per rank; broadcast_from_first_rank over the group of
+    ranks 1 … N−1 (its first rank is global rank 1), the other rank left alone."""
+    flags = [rank == 0, False, True, rank == world_size - 1]
+    used = co.on_some_rank(flags)
+    group = dist.new_group(list(range(1, world_size)))
+    tensors = [torch.full((3,), float(rank)), torch.full((2, 2), 10.0 + rank)]
+    if rank > 0:
+        co.broadcast_from_first_rank(tensors, group=group)
+    return {"used": used, "values": [t.flatten().tolist() for t in tensors]}
+
+
+def tally_and_refusal(rank: int, world_size: int) -> dict:
+    """allreduce_mean_'s tally, summed and returned, in as many all-reduces as buckets; a bad
+    weight refused with the rank named, before anything is sent."""
+    tensors = [torch.full((5,), float(rank)), torch.full((7,), 2.0 * rank)]
+    with co.count_communication() as log:
+        tally = co.allreduce_mean_(tensors, weight=rank + 1.0, bucket_mb=20 / 2 ** 20, tally=[rank, 1.0])
+    try:
+        co.allreduce_mean_(tensors, weight=-1.0)
+        refusal = None
+    except ValueError as error:
+        refusal = str(error)
+    return {"tally": tally, "all-reduces": sum(e["op"] == "all_reduce" for e in log),
+            "buckets": len(co.plan_buckets(tensors, 20 / 2 ** 20)), "refusal": refusal,
+            "values": [tensors[0][0].item(), tensors[1][0].item()]}

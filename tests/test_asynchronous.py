@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnpar_lite.asynchronous import largest_stable_lr, stale_sgd
+from nnpar_lite.asynchronous import largest_stable_lr_under_staleness, stale_sgd
 from nnpar_lite.distributed import launch
 from nnpar_lite.experiments import communication as comm
 from nnpar_lite.models import mlp
@@ -64,18 +64,18 @@ def test_staleness_one_uses_the_parameters_of_one_update_before():
 
 @pytest.mark.parametrize("tau", [0, 1, 2, 5, 12])
 def test_the_stability_bound_is_where_stale_descent_starts_to_diverge(tau):
-    bound = largest_stable_lr(1.0, tau)
+    bound = largest_stable_lr_under_staleness(1.0, tau)
     below = comm.delayed_quadratic(0.95 * bound, tau, steps=3000)
     above = comm.delayed_quadratic(1.05 * bound, tau, steps=3000)
     assert max(abs(t) for t in below[-50:]) < max(abs(t) for t in below[:50])
     assert max(abs(t) for t in above[-50:]) > 10
-    assert largest_stable_lr(2.0, tau) == pytest.approx(bound / 2)
+    assert largest_stable_lr_under_staleness(2.0, tau) == pytest.approx(bound / 2)
 
 
 def test_the_bound_for_small_and_large_staleness():
-    assert largest_stable_lr(1.0, 0) == pytest.approx(2.0)
-    assert largest_stable_lr(1.0, 1) == pytest.approx(1.0)
-    assert largest_stable_lr(1.0, 100) == pytest.approx(math.pi / 201, rel=1e-4)
+    assert largest_stable_lr_under_staleness(1.0, 0) == pytest.approx(2.0)
+    assert largest_stable_lr_under_staleness(1.0, 1) == pytest.approx(1.0)
+    assert largest_stable_lr_under_staleness(1.0, 100) == pytest.approx(math.pi / 201, rel=1e-4)
 
 
 def test_bad_staleness_is_refused():
@@ -84,7 +84,7 @@ def test_bad_staleness_is_refused():
             stale_sgd(model(), batches(3), 0.1, bad)
     for bad in (0, -1.0):
         with pytest.raises(ValueError, match="curvature"):
-            largest_stable_lr(bad, 1)
+            largest_stable_lr_under_staleness(bad, 1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -153,6 +153,19 @@ def test_a_one_stage_pipeline_is_the_unsplit_model(one_process_group, step):
     assert largest([p.grad for p in model.parameters()], msx.unsplit_gradients(model, x, y)) < TOL
 
 
+def test_a_stage_receives_into_a_buffer_of_its_weights_dtype_on_their_device(one_process_group, monkeypatch):
+    """Where a stage's weights live (a GPU, one day) its received activations and gradients go
+    too; "meta" stands in for a second device on a machine without one."""
+    received = []
+    monkeypatch.setattr(dist, "recv", lambda buffer, src, group=None: received.append((buffer, src)))
+    weight = torch.empty(5, dtype=torch.float16, device="meta")
+    got = pipeline._Link().receive((3, 4), weight, "F0: activation")
+    assert received[0][0] is got and received[0][1] == -1          # from stage rank − 1
+    assert (got.device.type, got.dtype, tuple(got.shape), got.requires_grad) == ("meta", torch.float16, (3, 4), True)
+    gradient = pipeline._Link().receive((2,), torch.empty(2, device="meta"), "B0: gradient", 1)
+    assert gradient.device.type == "meta" and not gradient.requires_grad and received[1][1] == 1
+
+
 @pytest.mark.parametrize("micro_sizes, width, kwargs, message", [
     ([4, 3, 2], 6, {}, "x must have sum\\(micro_sizes\\) = 9 rows, got 10 rows"),
     ([], 6, {}, "micro_sizes is empty"),
