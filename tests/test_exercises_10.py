@@ -84,10 +84,11 @@ def unfinished(q, k, v):
 
 
 WRONG_ANSWERS = {
-    "10.1": [(234.881024, "forward pass only"), (3758.096384, "s/N positions"), (2952.79, "ring attention"),
-             (4697.62, "Megatron's sequence parallelism"), (448, "MiB"), (469, "close: give more digits"),
-             (600, "is not it")],
-    "10.2": [(2_097_152, "contiguous split"), (1_048_576, "diagonal block whole"), (262_144, "one block"),
+    "10.1": [(234.881024, "forward pass only"), (3758.096384, "s/N positions"), (536.870912, "1/N of each tensor"),
+             (2952.79, "ring attention"), (4697.62, "Megatron's sequence parallelism"), (448, "MiB"),
+             (469, "close: give more digits"), (600, "is not it")],
+    "10.2": [(2_097_152, "contiguous split"), (1_048_576, "diagonal block whole"), (1_114_112, "one causal call"),
+             (1_048_832, "only the pairs the mask keeps"), (262_144, "one block"),
              (1_500_000, "is not it")],
     "10.3": [(merge_by_averaging, "plain mean of the two parts"), (merge_without_the_maximum, "inf or nan"),
              (merge_forgetting_the_lse, "your lse is not"), (merge_returning_out_only, "as a pair (out, lse)")],

@@ -67,6 +67,16 @@ def send_with_torch_directly_and_equal_receive_counts(x, expert, num_experts):
     return output
 
 
+def send_with_lists_and_equal_receive_sizes(x, expert, num_experts):
+    """The list form of the all-to-all, each receive buffer as large as what this rank sends that rank."""
+    world = dist.get_world_size()
+    order = expert.sort(stable=True).indices
+    pieces = list(torch.split(x[order], torch.bincount(expert // (num_experts // world), minlength=world).tolist()))
+    arrived = [torch.empty_like(piece) for piece in pieces]
+    dist.all_to_all(arrived, pieces)
+    return torch.cat(arrived)
+
+
 def send_in_reverse_source_order(x, expert, num_experts):
     """Right rows, but the blocks of the source ranks put last rank first."""
     from nnpar_lite.collectives import all_to_all
@@ -88,6 +98,7 @@ WRONG_ANSWERS = {
              (dispatch_placing_experts_round_robin, "not the experts e with e mod N = r")],
     "11.4": [(send_assuming_it_receives_what_it_sends, "The receive counts are what the other ranks send"),
              (send_with_torch_directly_and_equal_receive_counts, "the check stopped an all-to-all"),
+             (send_with_lists_and_equal_receive_sizes, "the check stopped an all-to-all"),
              (send_without_sorting, "sort the tokens by expert before the all-to-all"),
              (send_to_experts_round_robin, "not e mod N"),
              (send_in_reverse_source_order, "in another order")],

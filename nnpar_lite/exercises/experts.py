@@ -190,37 +190,38 @@ class ReceiveCountsMismatch(ValueError):
     """An all-to-all whose receive counts are not what the other ranks send: gloo would abort on it."""
 
 
-def _rows(tensor: torch.Tensor, splits, world: int) -> tuple[list[int], int]:
-    """The rows of each rank's piece of ``tensor`` in an all-to-all (cut at ``splits``, or in
-    ``world`` equal parts) and the values a row holds."""
-    if tensor.dim() == 0:
-        return [0] * world, 1
-    rows = [int(r) for r in splits] if splits else [tensor.shape[0] // world] * world
-    return rows, math.prod(tensor.shape[1:])
+def _values(tensor: torch.Tensor, splits, world: int) -> list[int]:
+    """The values of each rank's piece of ``tensor`` in an all-to-all (rows cut at ``splits``, or
+    ``world`` equal parts)."""
+    rows = [int(r) for r in splits] if splits else [tensor.shape[0] // world if tensor.dim() else 0] * world
+    return [r * _row(tensor) for r in rows]
 
 
-def _agree(sent: tuple[list[int], int], received: tuple[list[int], int], group=None) -> None:
-    """Before an all-to-all: every rank learns what every rank sends and expects, and all raise the same
-    :class:`ReceiveCountsMismatch` when some rank expects other counts than it is sent."""
+def _row(tensor: torch.Tensor) -> int:
+    """The values one row of ``tensor`` holds."""
+    return math.prod(tensor.shape[1:]) if tensor.dim() else 1
+
+
+def _agree(sent: list[int], received: list[int], row: int, group=None) -> None:
+    """Before an all-to-all: every rank learns how many values every rank sends and expects (and the
+    values in a row of what it receives), and all raise the same :class:`ReceiveCountsMismatch` when
+    some rank expects other counts than it is sent."""
     world = dist.get_world_size(group)
-    (send_rows, send_width), (receive_rows, receive_width) = sent, received
-    if len(send_rows) != world or len(receive_rows) != world:
+    if len(sent) != world or len(received) != world:
         return                                      # torch refuses counts of another length itself
-    mine = torch.tensor([r * send_width for r in send_rows] + [r * receive_width for r in receive_rows]
-                        + [receive_width], dtype=torch.long)
-    table = [torch.empty_like(mine) for _ in range(world)]
-    dist.all_gather(table, mine, group=group)
+    table = [torch.empty(2 * world + 1, dtype=torch.long) for _ in range(world)]
+    dist.all_gather(table, torch.tensor(sent + received + [row], dtype=torch.long), group=group)
     for rank in range(world):
         expects, given = table[rank][world:2 * world].tolist(), [int(table[k][rank]) for k in range(world)]
         if expects != given:
             width = int(table[rank][-1]) or 1       # the receiving rank's row: say how many rows, not values
             expects, given = [v // width for v in expects], [v / width if v % width else v // width for v in given]
             raise ReceiveCountsMismatch(say(
-                f"the check stopped an all-to-all that gloo would abort: rank {rank} expects {expects} rows from the "
-                f"{world} ranks (rank 0's first), and they send it {given}. The receive counts are what the other ranks send "
-                "to this one, not what this rank sends; it cannot know them without asking.",
-                f"核对程序拦下了一次 gloo 会中止的全互换：rank {rank} 期望从 {world} 个 rank 分别收到 {expects} 行（rank 0 在前），"
-                f"而它们发给它的是 {given} 行。接收计数是其他 rank 发给本 rank 的数目，而不是本 rank 发出的数目；"
+                f"the check stopped an all-to-all that gloo would abort: rank {rank} expects {expects} rows from "
+                f"the {world} ranks (rank 0's first), and they send it {given}. The receive counts are what the other "
+                "ranks send to this one, not what this rank sends; it cannot know them without asking.",
+                f"核对程序拦下了一次 gloo 会中止的全互换：rank {rank} 期望从 {world} 个 rank 分别收到 {expects} 行"
+                f"（rank 0 在前），而它们发给它的是 {given} 行。接收计数是其他 rank 发给本 rank 的数目，而不是本 rank 发出的数目；"
                 "不去询问，本 rank 无从知道它们。"))
 
 
@@ -231,11 +232,13 @@ def counts_checked():
 
     def checked_single(output, input, output_split_sizes=None, input_split_sizes=None, group=None, async_op=False):
         world = dist.get_world_size(group)
-        _agree(_rows(input, input_split_sizes, world), _rows(output, output_split_sizes, world), group)
+        _agree(_values(input, input_split_sizes, world), _values(output, output_split_sizes, world), _row(output),
+               group)
         return single(output, input, output_split_sizes, input_split_sizes, group=group, async_op=async_op)
 
     def checked_list(output_tensor_list, input_tensor_list, group=None, async_op=False):
-        _agree(([t.numel() for t in input_tensor_list], 1), ([t.numel() for t in output_tensor_list], 1), group)
+        _agree([t.numel() for t in input_tensor_list], [t.numel() for t in output_tensor_list],
+               _row(output_tensor_list[0]) if output_tensor_list else 1, group)
         return listed(output_tensor_list, input_tensor_list, group=group, async_op=async_op)
 
     dist.all_to_all_single, dist.all_to_all = checked_single, checked_list

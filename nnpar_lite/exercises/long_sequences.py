@@ -21,7 +21,8 @@ from .ranks import check_on_ranks
 def sent_megabytes(seq_len, batch, hidden, world_size, bytes_per_value, method="ulysses", part="total") -> float:
     """MB (10⁶ bytes) one rank sends per block when N ranks share each sequence, forward and
     backward together (``part="forward"``: the forward pass alone): costmodel.sequence_parallel_bytes."""
-    sent = costmodel.sequence_parallel_bytes(seq_len, batch, hidden, world_size, method, bytes_per_value=bytes_per_value)
+    sent = costmodel.sequence_parallel_bytes(seq_len, batch, hidden, world_size, method,
+                                             bytes_per_value=bytes_per_value)
     return sent[part] / 1e6
 
 
@@ -34,6 +35,9 @@ number_exercise(
            (lambda seq_len, world_size, **rest: sent_megabytes(seq_len * world_size, world_size=world_size, **rest),
             ("Each rank holds s/N positions: an all-to-all sends (N − 1)/N of *that*, not of the whole sequence.",
              "每个 rank 只持有 s/N 个位置：一次全对全发送的是这部分的 (N − 1)/N，而不是整条序列的。")),
+           (lambda world_size, **rest: sent_megabytes(world_size=world_size, **rest) * world_size / (world_size - 1),
+            ("An all-to-all keeps 1/N of each tensor on its own rank: only (N − 1)/N of it is sent.",
+             "一次全对全会把每个张量的 1/N 留在本 rank：只有 (N − 1)/N 被发送出去。")),
            (lambda **stated: sent_megabytes(**stated, method="ring"),
             ("That is what ring attention sends for this block, K and V passed round the ring; Ulysses sends far "
              "less.", "这是环形注意力对这个块发送的量（K 和 V 沿环传递）；Ulysses 发送的要少得多。")),
