@@ -60,7 +60,7 @@ SCHEMES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in PROGRAMS 
 
 
 def test_the_schemes_are_discovered():
-    assert {"collectives", "data_parallel", "sharding", "pipeline", "tensor_parallel"} <= set(SCHEMES)
+    assert {"collectives", "data_parallel", "data_parallel_overlap", "pipeline", "tensor_parallel"} <= set(SCHEMES)
 
 
 @pytest.mark.parametrize("name", SCHEMES)
