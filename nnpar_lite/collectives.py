@@ -236,7 +236,7 @@ def allreduce_mean_(tensors: Sequence[torch.Tensor], *, weight: float | None = N
         with weight w_r: t ← Σ_r w_r t_r / Σ_r w_r
 
     Tensors are flattened into buckets of at most ``bucket_mb`` MiB in reverse order, one
-    all-reduce each, all in flight at once (``use_ring``: the ring above, one after another).
+    all-reduce each, all in flight at once (``use_ring``: :func:`ring_allreduce`, one after another).
     Σ_r w_r rides along at the end of the last bucket, so weighting costs no extra round trip,
     and so does ``tally``: a few numbers summed over the ranks (which parameters have a gradient
     here, say), returned summed. Every rank must pass tensors of the same shapes in the same order."""

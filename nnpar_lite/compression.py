@@ -26,7 +26,7 @@ As torch's PowerSGD hook does, tensors of two or more dimensions are reshaped to
 ``min_compression_rate``); 1-D tensors (biases) are sent as they are. ``bytes_sent`` counts
 what this worker hands to collectives.
 
-Each compressor is written once, as what one worker does: ``_rounds`` is a generator whose
+Each compressor is written once, as what one worker does: ``rounds`` is a generator whose
 every ``yield`` hands a local tensor to a collective and receives its result ("sum": the sum
 over workers; "gather": every worker's tensor). :meth:`allreduce_` runs it over a real process
 group; :func:`simulate_allreduce_` runs K workers in one process, in lock step.
@@ -72,9 +72,11 @@ class Compressor:
         deltas = [t + e for t, e in zip(tensors, self.residuals)] if self.error_feedback \
             else [t.clone() for t in tensors]                                     # Δ = g + e
         self.steps += 1
-        return self._rounds(tensors, deltas, world)
+        return self.rounds(tensors, deltas, world)
 
-    def _rounds(self, tensors, deltas, world) -> Generator[Message, object, None]:
+    def rounds(self, tensors, deltas, world) -> Generator[Message, object, None]:
+        """One worker's side of a step: yield (kind, local tensor) for each collective, receive its
+        result, write the average into ``tensors`` and the residuals; each compressor writes its own."""
         raise NotImplementedError
 
     def _message(self, kind: str, tensor: torch.Tensor) -> Message:
@@ -135,7 +137,7 @@ class PowerSGD(Compressor):
             self.qs[index] = torch.randn(m, min(n, m, self.rank), generator=gen, dtype=delta.dtype).to(delta.device)
         return _orthonormal(self.qs[index])
 
-    def _rounds(self, tensors, deltas, world):
+    def rounds(self, tensors, deltas, world):
         compress, exact = self._split(deltas)
         matrices = {i: deltas[i].reshape(deltas[i].shape[0], -1) for i in compress}
         ps = [matrices[i] @ self._q(i, deltas[i]) for i in compress]                 # P_i = Δ_i Q
@@ -168,7 +170,7 @@ class TopK(Compressor):
         super().__init__(error_feedback=error_feedback)
         self.fraction = real_number("fraction", fraction, above=0, maximum=1)
 
-    def _rounds(self, tensors, deltas, world):
+    def rounds(self, tensors, deltas, world):
         compress, exact = self._split(deltas)
         if exact:
             sums = unflatten((yield self._message("sum", flatten([deltas[i] for i in exact]))),

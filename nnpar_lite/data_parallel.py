@@ -154,7 +154,8 @@ def allreduce_gradients(params: torch.nn.Module | Iterable[torch.Tensor], *, wei
     gradient here (it did not touch this rank's loss), so every rank sends buckets of the same
     sizes; a mask of which parameters had a gradient rides at the end of the last bucket, and one
     that no rank used keeps no gradient, so torch's optimizers skip it: DDP's
-    ``find_unused_parameters=True``. Every rank must call it with the same parameters, in the same order.
+    ``find_unused_parameters=True``. Every rank must call it with the same parameters, in the
+    same order.
     """
     check_weight(weight)
     trainable = trainable_parameters(params)
