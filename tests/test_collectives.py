@@ -130,3 +130,10 @@ def test_the_checks_return_the_number_within_its_bounds():
 def test_outside_a_process_group_the_error_says_how_to_start_one():
     with pytest.raises(RuntimeError, match="launch"):
         co.rank_and_size()
+
+
+def test_the_earlier_counting_refuses_a_name_it_does_not_count():
+    from nnpar_lite.util import counting
+
+    with pytest.raises(ValueError, match="counting knows .* got 'gather'"):
+        counting(None, "gather", {})
