@@ -1,8 +1,9 @@
-"""Small helpers the modules share: one integer check, near-equal parts, a difference, one thread."""
+"""Small helpers the modules share: the number checks, near-equal parts, a difference, one thread."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 from typing import Any, Iterable, Iterator
 
@@ -12,6 +13,17 @@ def whole_number(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
     return int(value)
+
+
+def real_number(name: str, value: Any, *, minimum: float = 0.0, maximum: float = math.inf,
+                above: bool = False) -> float:
+    """``value`` as a float if it is a finite real number (not a bool) ≥ ``minimum`` (> it when
+    ``above``) and ≤ ``maximum``; ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or value < minimum or (above and value == minimum) or value > maximum:
+        bound = f"between {minimum:g} and {maximum:g}" if maximum < math.inf else f"{'>' if above else '≥'} {minimum:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
 
 
 def even_bounds(n: int, k: int) -> list[tuple[int, int]]:

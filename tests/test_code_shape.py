@@ -22,7 +22,44 @@ def test_the_formulas_fit_in_100_lines_and_their_checks_in_150():
         assert lines <= limit, f"{name}: {lines} lines"
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if p.name != "article.py"], ids=lambda p: str(p.relative_to(PACKAGE)))
+# Files the other half of issue 21 splits (sharding.py into sharding.py and fsdp.py, data_parallel.py,
+# collectives.py): strict, so that the mark fails, and goes, once they are split.
+SPLIT_ELSEWHERE = {"collectives.py", "data_parallel.py", "sharding.py"}
+CLASSES_SPLIT_ELSEWHERE = {"DataParallel", "ShardedOptimizer", "FullyShardedDataParallel"}
+NOT_YET = pytest.mark.xfail(strict=True, reason="split in the other half of issue 21")
+
+
+def relative(path) -> str:
+    return str(path.relative_to(PACKAGE))
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=NOT_YET) if relative(p) in SPLIT_ELSEWHERE else p
+                                  for p in MODULES], ids=relative)
+def test_no_package_file_is_longer_than_400_lines(path):
+    """A file holds one concern, which a reader can read whole; a longer one holds several."""
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= 400, f"{relative(path)}: {lines} lines"
+
+
+def classes(path):
+    return [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.ClassDef)]
+
+
+LONG_CLASS_NOTE = "# Over 120 lines:"     # the comment just above a longer class says why it is not split
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=NOT_YET) if any(c.name in CLASSES_SPLIT_ELSEWHERE
+                                                                         for c in classes(p)) else p
+                                  for p in MODULES], ids=relative)
+def test_no_class_is_longer_than_120_lines_unless_a_note_says_why(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first_line = {c.name: min([c.lineno] + [d.lineno for d in c.decorator_list]) for c in classes(path)}
+    long = [f"{c.name} ({c.end_lineno - c.lineno + 1} lines)" for c in classes(path)
+            if c.end_lineno - c.lineno + 1 > 120 and not lines[first_line[c.name] - 2].startswith(LONG_CLASS_NOTE)]
+    assert not long, f"{relative(path)}: {long}; split it, or say why above it with {LONG_CLASS_NOTE!r}"
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if p.name != "article.py"], ids=relative)
 def test_no_function_is_longer_than_40_lines(path):
     """Docstring included. The article's verbatim classes (article.py) are the one exception."""
     long = [f"{f.name} ({f.end_lineno - f.lineno + 1} lines)" for f in functions(path)
@@ -71,9 +108,11 @@ def test_scheme_modules_hold_no_chapter_workers(name):
         assert args[:2] != ["rank", "world_size"], f"{name}.py defines the worker {f.name}"
 
 
-def test_costmodel_holds_formulas_only():
-    source = (PACKAGE / "costmodel.py").read_text(encoding="utf-8")
-    assert "torch" not in source and "time.perf_counter" not in source
+@pytest.mark.parametrize("path", sorted((PACKAGE / "costmodel").glob("*.py")), ids=lambda p: p.name)
+def test_the_cost_model_holds_formulas_only(path):
+    """No torch, no clock: what a formula predicts, the chapters measure elsewhere."""
+    source = path.read_text(encoding="utf-8")
+    assert "torch" not in source and "time." not in source and "import time" not in source
 
 
 @pytest.mark.parametrize("name", SCHEMES)

@@ -236,7 +236,7 @@ def test_heterogeneous_workers_by_hand():
     true_loss = per_sample_losses(120).mean()
     assert proportional["weighted mean of shard losses"] == pytest.approx(true_loss, abs=1e-12)
     assert abs(proportional["plain mean of shard losses"] - true_loss) > 0.1
-    with pytest.raises(ValueError, match="one positive speed"):
+    with pytest.raises(ValueError, match="the speed of worker 1 must be a finite number > 0, got 0.0"):
         cm.heterogeneous_step([1.0, 0.0], [1, 1])
 
 
@@ -247,3 +247,21 @@ def test_the_step_is_timed_alone_and_together_in_one_launch():
     for rank_result in per_rank:
         for times in rank_result[2].values():
             assert times["compute"] > 0 and times["communication"] > 0
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: cm.ring_allreduce_time(-1, 2, 1e-5, 1e-9), "nbytes must be a finite number ≥ 0, got -1"),
+    (lambda: cm.ring_allreduce_time(1e6, 2, True, 1e-9), "alpha must be a finite number ≥ 0, got True"),
+    (lambda: cm.ring_allreduce_time(1e6, 2, 1e-5, float("nan")), "beta must be a finite number ≥ 0, got nan"),
+    (lambda: cm.ring_allreduce_time(1e6, 2.0, 1e-5, 1e-9), "world_size must be an integer ≥ 1, got 2.0"),
+    (lambda: cm.amdahl_speedup(-0.1, 2), "parallel_fraction must be a finite number between 0 and 1, got -0.1"),
+    (lambda: cm.gustafson_speedup("0.5", 2), "parallel_fraction must be a finite number between 0 and 1"),
+    (lambda: cm.heterogeneous_step([1.0, 2.0], [1, 1, 1]), "give one speed per shard: 2 speeds for 3 shards"),
+    (lambda: cm.expert_capacity(10, 1, 2, float("inf")), "capacity_factor must be a finite number > 0, got inf"),
+    (lambda: cm.expert_capacity(10, 1, 2, 0), "capacity_factor must be a finite number > 0, got 0"),
+])
+def test_a_bad_number_is_refused_with_its_name_and_value(call, words):
+    """One number check (nnpar_lite.util) behind every formula: a bool, NaN, ∞, a string or a
+    value out of range is named, never taken for a number."""
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        call()
