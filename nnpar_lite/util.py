@@ -21,7 +21,8 @@ def real_number(name: str, value: Any, *, minimum: float = 0.0, maximum: float =
     ``above``) and ≤ ``maximum``; ValueError naming it otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or value < minimum or (above and value == minimum) or value > maximum:
-        bound = f"between {minimum:g} and {maximum:g}" if maximum < math.inf else f"{'>' if above else '≥'} {minimum:g}"
+        bound = f"between {minimum:g} and {maximum:g}" if maximum < math.inf else \
+            f"{'>' if above else '≥'} {minimum:g}"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     return float(value)
 

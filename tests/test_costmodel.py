@@ -227,7 +227,8 @@ def test_the_memory_figure_shows_model_states_unless_given_activations():
 def test_heterogeneous_workers_by_hand():
     """Speeds 1, 2, 4 and 120 samples: equal shards wait 40 for the slowest; shards ∝ speed finish
     together, and only the size-weighted mean of their shard losses is the batch's mean loss."""
-    from nnpar_lite.experiments.scaling import heterogeneous_comparison, per_sample_losses
+    from nnpar_lite.data import per_sample_losses
+    from nnpar_lite.experiments.scaling import heterogeneous_comparison
     step = cm.heterogeneous_step([1.0, 2.0, 4.0], [40, 40, 40])
     assert step["compute"] == [40, 20, 10] and step["step"] == 40 and step["idle"] == pytest.approx(1 - 70 / 120)
     result = heterogeneous_comparison((1.0, 2.0, 4.0), 120)

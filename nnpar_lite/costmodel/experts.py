@@ -24,14 +24,16 @@ def expert_capacity(tokens: int, top_k: int, num_experts: int, capacity_factor: 
 def moe_parameters(d_model: int, d_hidden: int, num_experts: int) -> int:
     """Weights of a MoE layer: the gate's d·E, and E experts of 2·d·h + h + d (two matrices,
     two biases). E times one MLP's, plus the gate."""
-    d, h, e = (whole_number(n, v) for n, v in (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts)))
+    d, h, e = (whole_number(name, value) for name, value in
+               (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts)))
     return d * e + e * (2 * d * h + h + d)
 
 
 def moe_active_parameters(d_model: int, d_hidden: int, num_experts: int, top_k: int) -> int:
     """Weights one token multiplies by: the whole gate (d·E) and k of the E experts. The
     compute per token, about 2 operations per weight, follows k, not E."""
-    d, h, e = (whole_number(n, v) for n, v in (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts)))
+    d, h, e = (whole_number(name, value) for name, value in
+               (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts)))
     if not 1 <= whole_number("top_k", top_k) <= e:
         raise ValueError(f"top_k must be between 1 and num_experts = {e}, got {top_k}")
     return d * e + top_k * (2 * d * h + h + d)
