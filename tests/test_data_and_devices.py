@@ -49,12 +49,15 @@ def test_split_by_sizes_is_the_concatenation():
 
 @pytest.mark.parametrize("call, exc, word", [
     (lambda: data.even_shard_sizes(2, 3), ValueError, "2 samples"),
-    (lambda: data.even_shard_sizes(5, 0), ValueError, "at least one worker"),
-    (lambda: data.even_shard_sizes(5.0, 2), TypeError, "num_samples"),
+    (lambda: data.even_shard_sizes(5, 0), ValueError, "num_workers must be an integer ≥ 1, got 0"),
+    (lambda: data.even_shard_sizes(5.0, 2), ValueError, "num_samples must be an integer ≥ 0, got 5.0"),
+    (lambda: data.even_shard_sizes(True, 1), ValueError, "num_samples must be an integer ≥ 0, got True"),
     (lambda: data.skewed_shard_sizes(10, 2, 1.5), ValueError, "skew"),
     (lambda: data.split_by_sizes(np.arange(5), [2, 2]), ValueError, "add up to 4"),
     (lambda: data.split_by_sizes(np.arange(5), [5, 0]), ValueError, "worker 1"),
-    (lambda: data.split_by_sizes(np.arange(5), [2.5, 2.5]), TypeError, "worker 0"),
+    (lambda: data.split_by_sizes(np.arange(5), [2.5, 2.5]), ValueError, "shard size of worker 0 must be an integer"),
+    (lambda: data.proportional_sizes(5, [1.0, float("nan")]), ValueError, "share of worker 1 must be a finite number > 0"),
+    (lambda: data.dirichlet_split(np.arange(6) % 2, 2, 0.0), ValueError, r"alpha \(the Dirichlet concentration\) must"),
 ])
 def test_bad_splits(call, exc, word):
     with pytest.raises(exc, match=word):
