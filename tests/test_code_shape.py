@@ -1,7 +1,9 @@
 """The package's shape, checked: the formulas short enough to read whole, short functions,
-widgets that only draw, and one concern per file."""
+widgets that only draw, one concern per file, harnesses named after their chapter's topic,
+and a guide (CONTRIBUTING.md) that says so."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -73,7 +75,8 @@ def test_widgets_only_draw(path):
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source)
     from_imports = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-    imported = {alias.name for node in from_imports for alias in node.names} | {node.module or "" for node in from_imports}
+    imported = {alias.name for node in from_imports for alias in node.names}
+    imported |= {node.module or "" for node in from_imports}
     forbidden = {"torch", "torch.distributed", "digits", "load_digits", "load_sample_image", "launch"}
     assert not (imported & forbidden), f"{path.name} imports {imported & forbidden}"
     assert "import torch" not in source and ".backward(" not in source and "optim." not in source
@@ -132,3 +135,27 @@ def test_every_collective_takes_a_group(name):
         if communicates and f.name not in ("forward", "backward"):
             params = [a.arg for a in f.args.args + f.args.kwonlyargs]
             assert "group" in params, f"{name}.{f.name} communicates ({communicates}) without a group= argument"
+
+
+GUIDE = (PACKAGE.parent / "CONTRIBUTING.md").read_text(encoding="utf-8")
+MACHINERY = {"core", "compare", "ranks"}      # the exercises' shared machinery, not a chapter's
+
+
+def topics(folder: str) -> set[str]:
+    """The harness modules and subpackages of experiments/, widgets/ or exercises/, by name."""
+    found = {p.stem for p in (PACKAGE / folder).glob("*.py")}
+    found |= {p.parent.name for p in (PACKAGE / folder).glob("*/__init__.py")}
+    return found - {"__init__"} - MACHINERY
+
+
+def test_a_chapters_harnesses_share_its_topics_name_in_experiments_widgets_and_exercises():
+    """Chapter 13 (outlook) has exercises only; processes.py holds chapters 01 and 03's first processes."""
+    assert topics("widgets") == topics("experiments") - {"processes"}
+    assert topics("exercises") == topics("widgets") | {"outlook"}
+
+
+def test_the_guide_names_every_chapter_topic_and_every_test_worker_module():
+    table = GUIDE[GUIDE.index("| chapter | topic name |"):GUIDE.index("**The rules of shape**")]
+    assert set(re.findall(r"`(\w+)`", table)) >= topics("exercises") and "experiments/processes.py" in table
+    workers = sorted(p.name for p in (PACKAGE.parent / "tests").glob("*workers.py"))
+    assert [name for name in workers if f"`{name}`" not in GUIDE] == []
