@@ -266,3 +266,26 @@ def test_a_bad_number_is_refused_with_its_name_and_value(call, words):
     value out of range is named, never taken for a number."""
     with pytest.raises(ValueError, match=words.replace("(", r"\(")):
         call()
+
+
+BEFORE_THE_SPLIT = [   # every public name of the one-file cost model, as chapters and readers use them
+    "bubble_fraction", "pipeline_step_time", "peak_activations", "ring_allreduce_time", "tree_allreduce_time",
+    "parameter_server_time", "ALLREDUCE_TIMES", "fit_alpha_beta", "overlap_hides_communication",
+    "data_parallel_step_time", "scaling_efficiency", "amdahl_speedup", "gustafson_speedup", "heterogeneous_step",
+    "communication_per_epoch", "PRECISIONS", "REPLICATED_ACTIVATIONS", "model_state_bytes", "training_memory",
+    "SEQUENCE_METHODS", "gpt_block_activations", "sequence_parallel_activations", "sequence_parallel_bytes",
+    "causal_ring_work", "expert_capacity", "moe_parameters", "moe_active_parameters", "expert_all_to_all_bytes",
+    "MODEL_BILLIONS", "DEVICE_COUNTS", "memory_layouts", "memory_by_layout", "zero_communication",
+    "ring_allreduce_bytes", "gpt_rank_tensors", "zero_chunk_elements", "adam_state_bytes",
+    "gpt_block_activation_values", "gpt_head_activation_values", "mesh_step_time"]
+
+
+def test_every_name_of_the_cost_model_is_importable_from_costmodel_and_lives_in_one_topic():
+    import importlib
+    topics = ("communication", "pipeline", "laws", "memory", "long_sequences", "experts", "mesh")
+    modules = [importlib.import_module(f"nnpar_lite.costmodel.{topic}") for topic in topics]
+    for name in BEFORE_THE_SPLIT:
+        homes = [m.__name__ for m in modules if name in vars(m) and getattr(m, name) is getattr(cm, name)]
+        defined = [h for h in homes if getattr(getattr(cm, name), "__module__", h) == h]
+        assert len(defined) == 1, (name, homes)
+    assert sorted(cm.__all__) == sorted(BEFORE_THE_SPLIT)

@@ -160,3 +160,11 @@ def test_matmul_timing_restores_the_thread_count_and_names_bad_input():
 def test_a_pipeline_across_devices_has_the_unsplit_gradients(device):
     assert background.heterogeneous_gap(["cpu", str(device)]) < 1e-12
     assert background.heterogeneous_gap(["cpu", "cpu"], batch=7, seed=3) < 1e-12
+
+
+def test_the_per_sample_losses_grow_along_the_batch_and_stay_importable_where_chapter_07_had_them():
+    from nnpar_lite.experiments.scaling import per_sample_losses
+    losses = data.per_sample_losses(5)
+    assert per_sample_losses is data.per_sample_losses
+    np.testing.assert_allclose(losses, [0.2, 0.3125, 0.65, 1.2125, 2.0])
+    assert np.all(np.diff(losses) > 0)
