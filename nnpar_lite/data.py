@@ -51,7 +51,7 @@ def skewed_shard_sizes(num_samples: int, num_workers: int, skew: float) -> list[
     ``num_samples``, and each worker keeps at least one sample.
     """
     _check_counts(num_samples, num_workers)
-    real_number("skew", skew, maximum=1.0)
+    real_number("skew", skew, minimum=0, maximum=1)
     ratio = 1.0 + 9.0 * skew
     return proportional_sizes(num_samples, [ratio ** (i / max(num_workers - 1, 1)) for i in range(num_workers)])
 
@@ -61,7 +61,7 @@ def proportional_sizes(num_samples: int, shares: Sequence[float]) -> list[int]:
     least one: n_i = ⌊N s_i / Σ s⌋, raised to 1 where that is 0, and the samples rounding
     leaves over go to the largest remainders (largest-remainder rounding)."""
     _check_counts(num_samples, len(shares))
-    shares = np.array([real_number(f"share of worker {i}", share, above=True) for i, share in enumerate(shares)])
+    shares = np.array([real_number(f"share of worker {i}", share, above=0) for i, share in enumerate(shares)])
     exact = num_samples * shares / shares.sum()
     sizes = np.maximum(np.floor(exact).astype(int), 1)
     by_remainder = np.argsort(-(exact - np.floor(exact)), kind="stable")
@@ -141,7 +141,7 @@ def dirichlet_split(labels: np.ndarray, num_workers: int, alpha: float, *, seed:
     """
     labels = np.asarray(labels)
     _check_counts(len(labels), num_workers)
-    real_number("alpha (the Dirichlet concentration)", alpha, above=True)
+    real_number("alpha (the Dirichlet concentration)", alpha, above=0)
     if len(labels) < num_workers * min_size:
         raise ValueError(f"{len(labels)} samples cannot give {num_workers} workers {min_size} each")
     rng = np.random.default_rng(seed)

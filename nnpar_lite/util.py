@@ -8,23 +8,43 @@ import numbers
 from typing import Any, Iterable, Iterator
 
 
-def whole_number(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int if it is an integer (not a bool) ≥ ``minimum``; ValueError naming it otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+def whole_number(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool), minimum ≤ value (≤ maximum, if given);
+    ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum \
+            or (maximum is not None and value > maximum):
+        bounds = f"≥ {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
     return int(value)
 
 
-def real_number(name: str, value: Any, *, minimum: float = 0.0, maximum: float = math.inf,
-                above: bool = False) -> float:
-    """``value`` as a float if it is a finite real number (not a bool) ≥ ``minimum`` (> it when
-    ``above``) and ≤ ``maximum``; ValueError naming it otherwise."""
+def real_number(name: str, value: Any, *, minimum: float | None = None, above: float | None = None,
+                maximum: float | None = None, why: str = "") -> float:
+    """``value`` as a float if it is a finite real number (not a bool) with value ≥ ``minimum``,
+    value > ``above`` and value ≤ ``maximum`` (those given); ValueError naming it otherwise, with
+    ``why`` (what the number is) after the bounds. The one check of a real number in the package:
+    ``bucket_mb`` and ``curvature`` (> 0), a weight (≥ 0), a fraction (in (0, 1])."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value < minimum or (above and value == minimum) or value > maximum:
-        bound = f"between {minimum:g} and {maximum:g}" if maximum < math.inf else \
-            f"{'>' if above else '≥'} {minimum:g}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+            or (minimum is not None and value < minimum) or (above is not None and value <= above) \
+            or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {_described(minimum, above, maximum)}{why}, got {value!r}")
     return float(value)
+
+
+def _described(minimum: float | None, above: float | None, maximum: float | None) -> str:
+    """The bounds in words: "a positive number", "a finite number ≥ 0", "a number in (0, 1]"."""
+    if above == 0 and minimum is None and maximum is None:
+        return "a positive number"
+    if maximum is None:
+        return "a finite number" + (f" ≥ {minimum:g}" if minimum is not None else f" > {above:g}" if above is not None
+                                    else "")
+    low = f"[{minimum:g}" if minimum is not None else f"({above:g}" if above is not None else "(−∞"
+    return f"a number in {low}, {maximum:g}]"
+
+
+def positive_number(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite real number > 0 (not a bool); ValueError naming it."""
+    return real_number(name, value, above=0)
 
 
 def even_bounds(n: int, k: int) -> list[tuple[int, int]]:

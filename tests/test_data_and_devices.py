@@ -56,7 +56,7 @@ def test_split_by_sizes_is_the_concatenation():
     (lambda: data.split_by_sizes(np.arange(5), [2, 2]), ValueError, "add up to 4"),
     (lambda: data.split_by_sizes(np.arange(5), [5, 0]), ValueError, "worker 1"),
     (lambda: data.split_by_sizes(np.arange(5), [2.5, 2.5]), ValueError, "shard size of worker 0 must be an integer"),
-    (lambda: data.proportional_sizes(5, [1.0, float("nan")]), ValueError, "share of worker 1 must be a finite number"),
+    (lambda: data.proportional_sizes(5, [1.0, float("nan")]), ValueError, "share of worker 1 must be a positive number"),
     (lambda: data.dirichlet_split(np.arange(6) % 2, 2, 0.0), ValueError, r"alpha \(the Dirichlet concentration\) must"),
 ])
 def test_a_bad_split_is_refused_naming_what_is_wrong(call, exc, word):

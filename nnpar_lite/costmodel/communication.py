@@ -22,8 +22,8 @@ def ring_allreduce_time(nbytes: float, world_size: int, alpha: float, beta: floa
     bytes to the next process (Patarasuk & Yuan 2009).
     """
     p = whole_number("world_size", world_size)
-    nbytes, alpha, beta = (real_number(name, value) for name, value in (("nbytes", nbytes), ("alpha", alpha),
-                                                                          ("beta", beta)))
+    nbytes, alpha, beta = (real_number(name, value, minimum=0) for name, value in
+                           (("nbytes", nbytes), ("alpha", alpha), ("beta", beta)))
     return 2 * (p - 1) * alpha + 2 * (p - 1) / p * nbytes * beta
 
 

@@ -17,7 +17,7 @@ def expert_capacity(tokens: int, top_k: int, num_experts: int, capacity_factor: 
     decimals before the ceiling, so that 1.1 · 1000 · 2 / 8 gives 275, not 276."""
     t, k = whole_number("tokens", tokens, minimum=0), whole_number("top_k", top_k)
     e = whole_number("num_experts", num_experts)
-    real_number("capacity_factor", capacity_factor, above=True)
+    real_number("capacity_factor", capacity_factor, above=0)
     return math.ceil(round(capacity_factor * t * k / e, 9))
 
 

@@ -29,13 +29,13 @@ def scaling_efficiency(time_one: float, time_p: float, world_size: int) -> float
 
 def amdahl_speedup(parallel_fraction: float, workers: float) -> float:
     """Amdahl 1967, a fixed problem: S = 1 / ((1 − f) + f / p)."""
-    real_number("parallel_fraction", parallel_fraction, maximum=1.0)
+    real_number("parallel_fraction", parallel_fraction, minimum=0, maximum=1)
     return 1.0 / ((1 - parallel_fraction) + parallel_fraction / workers)
 
 
 def gustafson_speedup(parallel_fraction: float, workers: float) -> float:
     """Gustafson 1988, the problem grows with p (fixed time): S = (1 − f) + f p."""
-    real_number("parallel_fraction", parallel_fraction, maximum=1.0)
+    real_number("parallel_fraction", parallel_fraction, minimum=0, maximum=1)
     return (1 - parallel_fraction) + parallel_fraction * workers
 
 
@@ -46,7 +46,7 @@ def heterogeneous_step(speeds: Sequence[float], sizes: Sequence[int]) -> dict:
     if len(speeds) != len(sizes):
         raise ValueError(f"give one speed per shard: {len(speeds)} speeds for {len(sizes)} shards")
     for i, speed in enumerate(speeds):
-        real_number(f"the speed of worker {i}", speed, above=True)
+        real_number(f"the speed of worker {i}", speed, above=0)
     compute = [n / s for n, s in zip(sizes, speeds)]
     step = max(compute)
     return {"compute": compute, "step": step, "idle": 1 - sum(compute) / (len(compute) * step)}

@@ -34,8 +34,7 @@ def peak_activations(num_stages: int, num_microbatches: int, stage: int, schedul
     backward and keeps only the micro-batches' stage inputs, which this count leaves out.
     """
     p, m = whole_number("num_stages", num_stages), whole_number("num_microbatches", num_microbatches)
-    if not 0 <= stage < p:
-        raise ValueError(f"stage must be in 0..{p - 1}, got {stage}")
+    whole_number("stage", stage, minimum=0, maximum=p - 1)
     if schedule == "gpipe":
         return m
     if schedule == "1f1b":
