@@ -298,3 +298,9 @@ def test_a_pipeline_stage_outside_the_pipeline_is_named():
         cm.peak_activations(4, 8, 4, "gpipe")
     with pytest.raises(ValueError, match="stage must be an integer between 0 and 3, got -1"):
         cm.peak_activations(4, 8, -1, "1f1b")
+
+
+def test_a_token_cannot_choose_more_experts_than_there_are():
+    assert cm.moe_active_parameters(16, 40, 8, 8) == cm.moe_parameters(16, 40, 8)
+    with pytest.raises(ValueError, match="top_k must be an integer between 1 and 8, got 9"):
+        cm.moe_active_parameters(16, 40, 8, 9)
