@@ -90,7 +90,7 @@ def _hook_comparison_step(model, x, y, compressor, exact_now: bool | None, opt, 
     with counting_allreduce_bytes(counter):
         loss.backward()
         if compressor is not None and exact_now:
-            _exact_average_into([p.grad for p in params])
+            allreduce_mean_([p.grad for p in params])
         elif compressor is not None:
             compressor.allreduce_([p.grad for p in params])
     if check_exact:
@@ -103,11 +103,6 @@ def _hook_comparison_step(model, x, y, compressor, exact_now: bool | None, opt, 
 def against_powersgd_hook_runs(rank: int, world_size: int, configs: Sequence[dict]) -> list[dict]:
     """:func:`against_powersgd_hook` for several configurations in one launch."""
     return [against_powersgd_hook(rank, world_size, config) for config in configs]
-
-
-def _exact_average_into(grads: Sequence[torch.Tensor]) -> None:
-    for g, average in zip(grads, _exact_average(grads)):
-        g.copy_(average)
 
 
 def _mean_over_ranks(value: float) -> float:
