@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nnpar_lite.devices import describe_machine  # noqa: E402
 from nnpar_lite.distributed import launch  # noqa: E402
-from nnpar_lite.experiments.communication import time_dataparallel_against_ddp  # noqa: E402
+from nnpar_lite.experiments.communication_efficiency import time_dataparallel_against_ddp  # noqa: E402
 
 TARGETS = {"after backward": 1.10, "DataParallel": 1.00, "DDP again": None}
 

@@ -48,7 +48,14 @@ def largest_stable_lr_under_staleness(curvature: float, staleness: int) -> float
     return 2 * math.sin(math.pi / (2 * (2 * tau + 1))) / lam
 
 
-largest_stable_lr = largest_stable_lr_under_staleness     # the earlier name, kept for code written before
+def delayed_quadratic(lr: float, staleness: int, *, curvature: float = 1.0, steps: int = 60) -> list[float]:
+    """Stale gradient descent on the smallest example there is, L = λ θ² / 2 from θ_0 = 1:
+    θ_{t+1} = θ_t − η λ θ_{t−τ}. Chapter 09 runs it on both sides of
+    :func:`largest_stable_lr_under_staleness`'s bound."""
+    theta = [1.0]
+    for t in range(steps):
+        theta.append(theta[-1] - lr * curvature * theta[max(0, t - staleness)])
+    return theta
 
 
 def _staleness_per_step(staleness: int | Sequence[int], steps: int) -> list[int]:

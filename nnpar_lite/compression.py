@@ -39,6 +39,7 @@ import math
 from typing import Callable, Generator, Sequence
 
 import torch
+import torch.nn.functional as F
 import torch.distributed as dist
 
 from .collectives import flatten, unflatten
@@ -278,3 +279,19 @@ def _advance(worker: Generator, reply) -> Message | None:
         return next(worker) if reply is None else worker.send(reply)
     except StopIteration:
         return None
+
+
+def compressed_sgd_step(model: torch.nn.Module, shards, compressors, lr: float) -> None:
+    """One step of data-parallel SGD whose average is compressed, simulated in one process (chapter
+    09 trains the digits with it): each worker's gradient on its shard, averaged (by the compressors, one per
+    worker, or exactly when there are none), then θ ← θ − η g."""
+    params = list(model.parameters())
+    grads = [list(torch.autograd.grad(F.cross_entropy(model(xs), ys), params)) for xs, ys in shards]
+    if compressors is None:
+        average = [sum(g[i] for g in grads) / len(grads) for i in range(len(params))]
+    else:
+        simulate_allreduce_(compressors, grads)
+        average = grads[0]                                  # every worker holds the same average
+    with torch.no_grad():
+        for p, g in zip(params, average):
+            p.add_(g, alpha=-lr)

@@ -6,12 +6,11 @@ Nothing here downloads: every data set is written out or generated.
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Sequence
 
 import numpy as np
 
-from .util import even_bounds, whole_number
+from .util import even_bounds, real_number, whole_number
 
 
 def article_data() -> tuple[np.ndarray, np.ndarray]:
@@ -29,12 +28,7 @@ def even_shard_sizes(num_samples: int, num_workers: int) -> list[int]:
 
 def split_by_sizes(array, sizes: Sequence[int]) -> list:
     """Cut ``array`` along its first axis into consecutive shards of the given sizes."""
-    sizes = list(sizes)
-    for i, size in enumerate(sizes):
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral):
-            raise TypeError(f"shard size of worker {i} is {type(size).__name__}; expected an integer")
-        if size < 1:
-            raise ValueError(f"shard size of worker {i} is {size}; every worker needs at least one sample")
+    sizes = [whole_number(f"shard size of worker {i}", size) for i, size in enumerate(sizes)]   # ≥ 1 sample each
     if sum(sizes) != len(array):
         raise ValueError(f"shard sizes {sizes} add up to {sum(sizes)}, but there are {len(array)} samples")
     bounds = np.cumsum([0] + sizes)
@@ -48,11 +42,8 @@ def split_batch(X, Y, shard_sizes: Sequence[int]) -> list[tuple]:
 
 
 def _check_counts(num_samples: int, num_workers: int) -> None:
-    for name, value in (("num_samples", num_samples), ("num_workers", num_workers)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if num_workers < 1:
-        raise ValueError(f"num_workers is {num_workers}; need at least one worker")
+    whole_number("num_samples", num_samples, minimum=0)
+    whole_number("num_workers", num_workers)
     if num_samples < num_workers:
         raise ValueError(f"{num_samples} samples cannot be split among {num_workers} workers "
                          "with at least one sample each")
@@ -66,8 +57,7 @@ def skewed_shard_sizes(num_samples: int, num_workers: int, skew: float) -> list[
     ``num_samples``, and each worker keeps at least one sample.
     """
     _check_counts(num_samples, num_workers)
-    if not 0.0 <= skew <= 1.0:
-        raise ValueError(f"skew is {skew}; expected a number between 0 and 1")
+    real_number("skew", skew, minimum=0, maximum=1)
     ratio = 1.0 + 9.0 * skew
     return proportional_sizes(num_samples, [ratio ** (i / max(num_workers - 1, 1)) for i in range(num_workers)])
 
@@ -77,9 +67,7 @@ def proportional_sizes(num_samples: int, shares: Sequence[float]) -> list[int]:
     least one: n_i = ⌊N s_i / Σ s⌋, raised to 1 where that is 0, and the samples rounding
     leaves over go to the largest remainders (largest-remainder rounding)."""
     _check_counts(num_samples, len(shares))
-    shares = np.asarray(shares, dtype=float)
-    if np.any(~np.isfinite(shares)) or np.any(shares <= 0):
-        raise ValueError(f"shares must be positive and finite, got {shares.tolist()}")
+    shares = np.array([real_number(f"share of worker {i}", share, above=0) for i, share in enumerate(shares)])
     exact = num_samples * shares / shares.sum()
     sizes = np.maximum(np.floor(exact).astype(int), 1)
     by_remainder = np.argsort(-(exact - np.floor(exact)), kind="stable")
@@ -101,6 +89,12 @@ def standardize(X: np.ndarray) -> np.ndarray:
     if np.any(std == 0):
         raise ValueError(f"input column(s) {np.flatnonzero(std == 0).tolist()} are constant; cannot standardize")
     return (X - X.mean(axis=0)) / std
+
+
+def per_sample_losses(num_samples: int) -> np.ndarray:
+    """Per-sample losses of an unshuffled batch that grow along it (the later samples are
+    harder), which is what makes unequal shards' means disagree: ℓ_n = 0.2 + 1.8 (n / (N − 1))²."""
+    return 0.2 + 1.8 * np.linspace(0.0, 1.0, num_samples) ** 2
 
 
 def digits(dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -153,8 +147,7 @@ def dirichlet_split(labels: np.ndarray, num_workers: int, alpha: float, *, seed:
     """
     labels = np.asarray(labels)
     _check_counts(len(labels), num_workers)
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha (the Dirichlet concentration) is {alpha!r}; expected a finite number > 0")
+    real_number("alpha (the Dirichlet concentration)", alpha, above=0)
     if len(labels) < num_workers * min_size:
         raise ValueError(f"{len(labels)} samples cannot give {num_workers} workers {min_size} each")
     rng = np.random.default_rng(seed)

@@ -182,6 +182,12 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def mlp_parameters(sizes: Sequence[int]) -> int:
+    """How many numbers ``mlp(sizes)`` learns, without building it: Σ (n_in + 1) · n_out over
+    its layers (a weight matrix and a bias each)."""
+    return sum((n_in + 1) * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Mean cross-entropy loss and accuracy of a classifier on (x, y)."""

@@ -1,5 +1,5 @@
 """What only chapter 09's tests launch: the toy models of CS336's DDP tests (a frozen bias, a
-fixed non-trainable parameter, tied weights) for ``experiments.communication.compare_with_ddp``,
+fixed non-trainable parameter, tied weights) for ``experiments.communication_efficiency.compare_with_ddp``,
 and ranks that misuse DataParallel. Spawned ranks import them by name from this folder,
 which pytest puts on sys.path."""
 
@@ -74,7 +74,7 @@ def real_ddp_buckets(rank: int, world_size: int, caps: list[float]) -> list[list
     the third step (after the rebuild), and DataParallel's plan for the same model."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from nnpar_lite.experiments.communication import record_ddp_buckets
+    from nnpar_lite.experiments.communication_efficiency import record_ddp_buckets
 
     found = []
     for cap in caps:
@@ -151,7 +151,7 @@ def running_means(rank: int, world_size: int, specs: list[tuple], shapes: list[t
 def two_rank_suite(rank: int, world_size: int, configs: list[dict]) -> dict:
     """Everything the DataParallel tests ask of two ranks, in one launch: the comparisons with DDP,
     the misuse messages, and a small timeline."""
-    from nnpar_lite.experiments.communication import compare_with_ddp, overlap_timeline
+    from nnpar_lite.experiments.communication_efficiency import compare_with_ddp, overlap_timeline
 
     return {"compare": compare_with_ddp(rank, world_size, configs),
             "misuse": dataparallel_misuse(rank, world_size),

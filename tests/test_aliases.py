@@ -22,7 +22,6 @@ ALIASES = [   # (module, name there) → (module, name of the one definition)
     (("sharding", "FullyShardedDataParallel"), ("fsdp", "FullyShardedDataParallel")),
     (("sharding", "gather_full_params"), ("fsdp", "gather_full_params")),
     (("sharding", "owns_parameters"), ("fsdp_units", "owns_parameters")),
-    (("asynchronous", "largest_stable_lr"), ("asynchronous", "largest_stable_lr_under_staleness")),
     (("collectives", "positive_number"), ("util", "positive_number")),
     (("collectives", "gather_along"), ("autograd_collectives", "gather_along")),
     (("collectives", "reduce_scatter_along"), ("autograd_collectives", "reduce_scatter_along")),

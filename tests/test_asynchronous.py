@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnpar_lite.asynchronous import largest_stable_lr_under_staleness, stale_sgd
+from nnpar_lite.asynchronous import delayed_quadratic, largest_stable_lr_under_staleness, stale_sgd
 from nnpar_lite.distributed import launch
-from nnpar_lite.experiments import communication as comm
+from nnpar_lite.experiments import communication_efficiency as comm
 from nnpar_lite.models import mlp
 from nnpar_lite.util import max_abs_difference
 
@@ -65,8 +65,8 @@ def test_staleness_one_uses_the_parameters_of_one_update_before():
 @pytest.mark.parametrize("tau", [0, 1, 2, 5, 12])
 def test_the_stability_bound_is_where_stale_descent_starts_to_diverge(tau):
     bound = largest_stable_lr_under_staleness(1.0, tau)
-    below = comm.delayed_quadratic(0.95 * bound, tau, steps=3000)
-    above = comm.delayed_quadratic(1.05 * bound, tau, steps=3000)
+    below = delayed_quadratic(0.95 * bound, tau, steps=3000)
+    above = delayed_quadratic(1.05 * bound, tau, steps=3000)
     assert max(abs(t) for t in below[-50:]) < max(abs(t) for t in below[:50])
     assert max(abs(t) for t in above[-50:]) > 10
     assert largest_stable_lr_under_staleness(2.0, tau) == pytest.approx(bound / 2)

@@ -1,7 +1,9 @@
 """The package's shape, checked: the formulas short enough to read whole, short functions,
-widgets that only draw, and one concern per file."""
+widgets that only draw, one concern per file, harnesses named after their chapter's topic,
+and a guide (CONTRIBUTING.md) that says so."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,35 @@ def test_the_formulas_fit_in_100_lines_and_their_checks_in_150():
         assert lines <= limit, f"{name}: {lines} lines"
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if p.name != "article.py"], ids=lambda p: str(p.relative_to(PACKAGE)))
+
+def relative(path) -> str:
+    return str(path.relative_to(PACKAGE))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=relative)
+def test_no_package_file_is_longer_than_400_lines(path):
+    """A file holds one concern, which a reader can read whole; a longer one holds several."""
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= 400, f"{relative(path)}: {lines} lines"
+
+
+def classes(path):
+    return [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.ClassDef)]
+
+
+LONG_CLASS_NOTE = "# Over 120 lines:"     # the comment just above a longer class says why it is not split
+
+
+@pytest.mark.parametrize("path", MODULES, ids=relative)
+def test_no_class_is_longer_than_120_lines_unless_a_note_says_why(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first_line = {c.name: min([c.lineno] + [d.lineno for d in c.decorator_list]) for c in classes(path)}
+    long = [f"{c.name} ({c.end_lineno - c.lineno + 1} lines)" for c in classes(path)
+            if c.end_lineno - c.lineno + 1 > 120 and not lines[first_line[c.name] - 2].startswith(LONG_CLASS_NOTE)]
+    assert not long, f"{relative(path)}: {long}; split it, or say why above it with {LONG_CLASS_NOTE!r}"
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if p.name != "article.py"], ids=relative)
 def test_no_function_is_longer_than_40_lines(path):
     """Docstring included. The article's verbatim classes (article.py) are the one exception."""
     long = [f"{f.name} ({f.end_lineno - f.lineno + 1} lines)" for f in functions(path)
@@ -35,8 +65,9 @@ def test_widgets_only_draw(path):
     """No training, no data loading, no workers in a widget module: they import what they draw."""
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source)
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                for alias in node.names} | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    from_imports = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported = {alias.name for node in from_imports for alias in node.names}
+    imported |= {node.module or "" for node in from_imports}
     forbidden = {"torch", "torch.distributed", "digits", "load_digits", "load_sample_image", "launch"}
     assert not (imported & forbidden), f"{path.name} imports {imported & forbidden}"
     assert "import torch" not in source and ".backward(" not in source and "optim." not in source
@@ -71,9 +102,11 @@ def test_scheme_modules_hold_no_chapter_workers(name):
         assert args[:2] != ["rank", "world_size"], f"{name}.py defines the worker {f.name}"
 
 
-def test_costmodel_holds_formulas_only():
-    source = (PACKAGE / "costmodel.py").read_text(encoding="utf-8")
-    assert "torch" not in source and "time.perf_counter" not in source
+@pytest.mark.parametrize("path", sorted((PACKAGE / "costmodel").glob("*.py")), ids=lambda p: p.name)
+def test_the_cost_model_holds_formulas_only(path):
+    """No torch, no clock: what a formula predicts, the chapters measure elsewhere."""
+    source = path.read_text(encoding="utf-8")
+    assert "torch" not in source and "import time" not in source and "perf_counter" not in source
 
 
 @pytest.mark.parametrize("name", SCHEMES)
@@ -93,3 +126,27 @@ def test_every_collective_takes_a_group(name):
         if communicates and f.name not in ("forward", "backward"):
             params = [a.arg for a in f.args.args + f.args.kwonlyargs]
             assert "group" in params, f"{name}.{f.name} communicates ({communicates}) without a group= argument"
+
+
+GUIDE = (PACKAGE.parent / "CONTRIBUTING.md").read_text(encoding="utf-8")
+MACHINERY = {"core", "compare", "ranks"}      # the exercises' shared machinery, not a chapter's
+
+
+def topics(folder: str) -> set[str]:
+    """The harness modules and subpackages of experiments/, widgets/ or exercises/, by name."""
+    found = {p.stem for p in (PACKAGE / folder).glob("*.py")}
+    found |= {p.parent.name for p in (PACKAGE / folder).glob("*/__init__.py")}
+    return found - {"__init__"} - MACHINERY
+
+
+def test_a_chapters_harnesses_share_its_topics_name_in_experiments_widgets_and_exercises():
+    """Chapter 13 (outlook) has exercises only; processes.py holds chapters 01 and 03's first processes."""
+    assert topics("widgets") == topics("experiments") - {"processes"}
+    assert topics("exercises") == topics("widgets") | {"outlook"}
+
+
+def test_the_guide_names_every_chapter_topic_and_every_test_worker_module():
+    table = GUIDE[GUIDE.index("| chapter | topic name |"):GUIDE.index("**The rules of shape**")]
+    assert set(re.findall(r"`(\w+)`", table)) >= topics("exercises") and "experiments/processes.py" in table
+    workers = sorted(p.name for p in (PACKAGE.parent / "tests").glob("*workers.py"))
+    assert [name for name in workers if f"`{name}`" not in GUIDE] == []

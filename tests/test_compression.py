@@ -14,7 +14,7 @@ import torch
 from comm_workers import fixed_gradients, running_means
 from nnpar_lite.compression import PowerSGD, TopK, simulate_allreduce_
 from nnpar_lite.distributed import launch
-from nnpar_lite.experiments.communication import against_powersgd_hook_runs
+from nnpar_lite.experiments.communication_efficiency import against_powersgd_hook_runs
 
 SHAPES = [(7, 5), (5,), (4, 3, 2), (20, 30)]          # a matrix, a bias, a 3-D tensor, a large matrix
 

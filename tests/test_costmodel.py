@@ -1,5 +1,7 @@
 """Cost formulas against hand-computed values; the fit; the calibrated prediction; memory."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from nnpar_lite.models import mlp
 from nnpar_lite.distributed import launch
 
 
-def test_collective_costs_by_hand():
+def test_ring_tree_and_parameter_server_cost_what_is_computed_by_hand():
     a, b = 1e-5, 1e-9
     assert cm.ring_allreduce_time(1e6, 4, a, b) == pytest.approx(6 * a + 1.5e6 * b)
     assert cm.tree_allreduce_time(1e6, 4, a, b) == pytest.approx(4 * (a + 1e6 * b))   # ⌈log₂ 4⌉ = 2
@@ -20,7 +22,7 @@ def test_collective_costs_by_hand():
         assert f(1e6, 1, a, b) == 0.0
 
 
-def test_laws_by_hand():
+def test_amdahl_and_gustafson_give_the_speedups_computed_by_hand():
     assert cm.amdahl_speedup(0.9, 10) == pytest.approx(1 / (0.1 + 0.09))
     assert cm.amdahl_speedup(1.0, 8) == 8 and cm.amdahl_speedup(0.0, 8) == 1
     assert cm.gustafson_speedup(0.9, 10) == pytest.approx(9.1)
@@ -28,7 +30,7 @@ def test_laws_by_hand():
         cm.amdahl_speedup(1.5, 2)
 
 
-def test_step_time_and_efficiency():
+def test_a_step_adds_or_overlaps_compute_and_communication_and_efficiency_follows():
     assert cm.data_parallel_step_time(3.0, 1.0) == 4.0
     assert cm.data_parallel_step_time(3.0, 1.0, overlap=True) == 3.0
     assert cm.data_parallel_step_time(1.0, 3.0, overlap=True) == 3.0
@@ -50,7 +52,7 @@ def test_fit_recovers_known_alpha_and_beta(alpha, beta, p):
 
 @pytest.mark.parametrize("sizes, times, p, word", [([1.0], [1.0], 2, "two"), ([1, 2], [1, -1], 2, "positive"),
                                                   ([1, 2], [1, 2], 1, "world_size")])
-def test_fit_bad_input(sizes, times, p, word):
+def test_the_fit_refuses_one_point_a_negative_time_and_one_process(sizes, times, p, word):
     with pytest.raises(ValueError, match=word):
         cm.fit_alpha_beta(sizes, times, p)
 
@@ -87,7 +89,7 @@ def test_memory_calculator_matches_torch_exactly(optimizer, state_key_count):
     assert full_size == [state_key_count] * len(params)   # Adam's two moments, SGD's one momentum buffer
 
 
-def test_memory_sharding_by_hand():
+def test_zero_and_model_splits_divide_the_model_states_as_computed_by_hand():
     full = cm.training_memory(1000, optimizer="adam")
     assert full == {"parameters": 4000, "gradients": 4000, "optimizer state": 8000, "activations": 0, "total": 16000}
     z3 = cm.training_memory(1000, optimizer="adam", zero_stage=3, data_parallel=4)
@@ -103,7 +105,7 @@ def test_memory_sharding_by_hand():
         cm.training_memory(10, optimizer="lion")
 
 
-def test_zero_paper_figure_1():
+def test_the_calculator_gives_figure_1_of_the_zero_paper():
     """Rajbhandari et al. 2020, figure 1: 7.5 B parameters, mixed-precision Adam (2Ψ + 2Ψ + 12Ψ),
     N_d = 64: 120, 31.4, 16.6 and 1.9 GB per device for ZeRO stages 0 to 3."""
     got = [cm.training_memory(7.5e9, precision="mixed", optimizer="adam", zero_stage=stage,
@@ -111,7 +113,7 @@ def test_zero_paper_figure_1():
     assert [round(g, 1) for g in got] == [120.0, 31.4, 16.6, 1.9]
 
 
-def test_tensor_parallel_activations_with_and_without_sequence_parallelism():
+def test_sequence_parallelism_splits_what_tensor_parallelism_leaves_replicated():
     """Korthikanti et al. 2022: without sequence parallelism about 10 of a layer's 34 s·b·h bytes
     stay replicated on each of t devices; with it, all 34 are split."""
     A = 34e9
@@ -121,7 +123,7 @@ def test_tensor_parallel_activations_with_and_without_sequence_parallelism():
     assert cm.training_memory(1, tensor_parallel=1, activation_bytes=A)["activations"] == A
 
 
-def test_pipeline_activations_under_gpipe_and_1f1b():
+def test_a_pipeline_stage_holds_the_micro_batches_its_schedule_keeps_at_once():
     """p = 4 stages, m = 8 micro-batches, no recomputation: each stage keeps its quarter of the
     layers; under GPipe all 8 micro-batches of it at once, under 1F1B stage 0 (the fullest)
     min(p, m) = 4 of them, half as many (costmodel.peak_activations, measured in chapter 05)."""
@@ -192,7 +194,7 @@ def test_synthetic_times_scatter_around_the_ring_model():
     assert np.array_equal(noisy, synthetic_allreduce_times(2e-5, 1e-9, 3, sizes, noise=0.15, seed=1))
 
 
-def test_efficiency_against_the_model_by_hand():
+def test_measured_and_predicted_efficiency_match_a_hand_computation():
     """One process computes in 8 ms; two in 4 ms plus 4 ms of all-reduce: measured efficiency 1/2.
     The model with α = 0, 1/β = 1 GB/s: 2 · 1/2 · n β for n gradient bytes."""
     from nnpar_lite.experiments.scaling import efficiency_against_model
@@ -224,10 +226,11 @@ def test_the_memory_figure_shows_model_states_unless_given_activations():
     plt.close(fig)
 
 
-def test_heterogeneous_workers_by_hand():
+def test_shards_in_proportion_to_speed_finish_together_and_need_the_weighted_mean():
     """Speeds 1, 2, 4 and 120 samples: equal shards wait 40 for the slowest; shards ∝ speed finish
     together, and only the size-weighted mean of their shard losses is the batch's mean loss."""
-    from nnpar_lite.experiments.scaling import heterogeneous_comparison, per_sample_losses
+    from nnpar_lite.data import per_sample_losses
+    from nnpar_lite.experiments.scaling import heterogeneous_comparison
     step = cm.heterogeneous_step([1.0, 2.0, 4.0], [40, 40, 40])
     assert step["compute"] == [40, 20, 10] and step["step"] == 40 and step["idle"] == pytest.approx(1 - 70 / 120)
     result = heterogeneous_comparison((1.0, 2.0, 4.0), 120)
@@ -236,7 +239,7 @@ def test_heterogeneous_workers_by_hand():
     true_loss = per_sample_losses(120).mean()
     assert proportional["weighted mean of shard losses"] == pytest.approx(true_loss, abs=1e-12)
     assert abs(proportional["plain mean of shard losses"] - true_loss) > 0.1
-    with pytest.raises(ValueError, match="one positive speed"):
+    with pytest.raises(ValueError, match="the speed of worker 1 must be a positive number, got 0.0"):
         cm.heterogeneous_step([1.0, 0.0], [1, 1])
 
 
@@ -247,3 +250,57 @@ def test_the_step_is_timed_alone_and_together_in_one_launch():
     for rank_result in per_rank:
         for times in rank_result[2].values():
             assert times["compute"] > 0 and times["communication"] > 0
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: cm.ring_allreduce_time(-1, 2, 1e-5, 1e-9), "nbytes must be a finite number ≥ 0, got -1"),
+    (lambda: cm.ring_allreduce_time(1e6, 2, True, 1e-9), "alpha must be a finite number ≥ 0, got True"),
+    (lambda: cm.ring_allreduce_time(1e6, 2, 1e-5, float("nan")), "beta must be a finite number ≥ 0, got nan"),
+    (lambda: cm.ring_allreduce_time(1e6, 2.0, 1e-5, 1e-9), "world_size must be an integer ≥ 1, got 2.0"),
+    (lambda: cm.amdahl_speedup(-0.1, 2), "parallel_fraction must be a number in [0, 1], got -0.1"),
+    (lambda: cm.gustafson_speedup("0.5", 2), "parallel_fraction must be a number in [0, 1]"),
+    (lambda: cm.heterogeneous_step([1.0, 2.0], [1, 1, 1]), "give one speed per shard: 2 speeds for 3 shards"),
+    (lambda: cm.expert_capacity(10, 1, 2, float("inf")), "capacity_factor must be a positive number, got inf"),
+    (lambda: cm.expert_capacity(10, 1, 2, 0), "capacity_factor must be a positive number, got 0"),
+])
+def test_a_bad_number_is_refused_with_its_name_and_value(call, words):
+    """One number check (nnpar_lite.util) behind every formula: a bool, NaN, ∞, a string or a
+    value out of range is named, never taken for a number."""
+    with pytest.raises(ValueError, match=re.escape(words)):
+        call()
+
+
+BEFORE_THE_SPLIT = [   # every public name of the one-file cost model, as chapters and readers use them
+    "bubble_fraction", "pipeline_step_time", "peak_activations", "ring_allreduce_time", "tree_allreduce_time",
+    "parameter_server_time", "ALLREDUCE_TIMES", "fit_alpha_beta", "overlap_hides_communication",
+    "data_parallel_step_time", "scaling_efficiency", "amdahl_speedup", "gustafson_speedup", "heterogeneous_step",
+    "communication_per_epoch", "PRECISIONS", "REPLICATED_ACTIVATIONS", "model_state_bytes", "training_memory",
+    "SEQUENCE_METHODS", "gpt_block_activations", "sequence_parallel_activations", "sequence_parallel_bytes",
+    "causal_ring_work", "expert_capacity", "moe_parameters", "moe_active_parameters", "expert_all_to_all_bytes",
+    "MODEL_BILLIONS", "DEVICE_COUNTS", "memory_layouts", "memory_by_layout", "zero_communication",
+    "ring_allreduce_bytes", "gpt_rank_tensors", "zero_chunk_elements", "adam_state_bytes",
+    "gpt_block_activation_values", "gpt_head_activation_values", "mesh_step_time"]
+
+
+def test_every_name_of_the_cost_model_is_importable_from_costmodel_and_lives_in_one_topic():
+    import importlib
+    topics = ("communication", "pipeline", "laws", "memory", "long_sequences", "experts", "mesh")
+    modules = [importlib.import_module(f"nnpar_lite.costmodel.{topic}") for topic in topics]
+    for name in BEFORE_THE_SPLIT:
+        homes = [m.__name__ for m in modules if name in vars(m) and getattr(m, name) is getattr(cm, name)]
+        defined = [h for h in homes if getattr(getattr(cm, name), "__module__", h) == h]
+        assert len(defined) == 1, (name, homes)
+    assert sorted(cm.__all__) == sorted(BEFORE_THE_SPLIT)
+
+
+def test_a_pipeline_stage_outside_the_pipeline_is_named():
+    with pytest.raises(ValueError, match="stage must be an integer between 0 and 3, got 4"):
+        cm.peak_activations(4, 8, 4, "gpipe")
+    with pytest.raises(ValueError, match="stage must be an integer between 0 and 3, got -1"):
+        cm.peak_activations(4, 8, -1, "1f1b")
+
+
+def test_a_token_cannot_choose_more_experts_than_there_are():
+    assert cm.moe_active_parameters(16, 40, 8, 8) == cm.moe_parameters(16, 40, 8)
+    with pytest.raises(ValueError, match="top_k must be an integer between 1 and 8, got 9"):
+        cm.moe_active_parameters(16, 40, 8, 9)

@@ -24,14 +24,14 @@ def test_article_data_is_seed_4_1():
 
 
 @pytest.mark.parametrize("n, k", [(10, 3), (7, 7), (100, 4), (5, 1)])
-def test_even_shard_sizes(n, k):
+def test_even_shards_differ_by_at_most_one_sample(n, k):
     sizes = data.even_shard_sizes(n, k)
     assert sum(sizes) == n and max(sizes) - min(sizes) <= 1 and len(sizes) == k
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
 @pytest.mark.parametrize("skew", [0.0, 0.3, 1.0])
-def test_skewed_shard_sizes(k, skew):
+def test_skewed_shards_grow_along_the_workers_and_keep_a_sample_each(k, skew):
     sizes = data.skewed_shard_sizes(60, k, skew)
     assert sum(sizes) == 60 and min(sizes) >= 1 and len(sizes) == k
     if skew == 0.0:
@@ -49,19 +49,22 @@ def test_split_by_sizes_is_the_concatenation():
 
 @pytest.mark.parametrize("call, exc, word", [
     (lambda: data.even_shard_sizes(2, 3), ValueError, "2 samples"),
-    (lambda: data.even_shard_sizes(5, 0), ValueError, "at least one worker"),
-    (lambda: data.even_shard_sizes(5.0, 2), TypeError, "num_samples"),
+    (lambda: data.even_shard_sizes(5, 0), ValueError, "num_workers must be an integer ≥ 1, got 0"),
+    (lambda: data.even_shard_sizes(5.0, 2), ValueError, "num_samples must be an integer ≥ 0, got 5.0"),
+    (lambda: data.even_shard_sizes(True, 1), ValueError, "num_samples must be an integer ≥ 0, got True"),
     (lambda: data.skewed_shard_sizes(10, 2, 1.5), ValueError, "skew"),
     (lambda: data.split_by_sizes(np.arange(5), [2, 2]), ValueError, "add up to 4"),
     (lambda: data.split_by_sizes(np.arange(5), [5, 0]), ValueError, "worker 1"),
-    (lambda: data.split_by_sizes(np.arange(5), [2.5, 2.5]), TypeError, "worker 0"),
+    (lambda: data.split_by_sizes(np.arange(5), [2.5, 2.5]), ValueError, "shard size of worker 0 must be an integer"),
+    (lambda: data.proportional_sizes(5, [1.0, float("nan")]), ValueError, "share of worker 1 must be a positive number"),
+    (lambda: data.dirichlet_split(np.arange(6) % 2, 2, 0.0), ValueError, r"alpha \(the Dirichlet concentration\) must"),
 ])
-def test_bad_splits(call, exc, word):
+def test_a_bad_split_is_refused_naming_what_is_wrong(call, exc, word):
     with pytest.raises(exc, match=word):
         call()
 
 
-def test_pick_device():
+def test_the_device_is_the_one_asked_for_or_the_best_there_is():
     assert nl.pick_device("cpu") == torch.device("cpu")
     assert nl.pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
@@ -75,7 +78,7 @@ def test_to_device_converts_numpy_and_keeps_structure(device):
     nl.synchronize(device)
 
 
-def test_loss_averages_widget_function():
+def test_only_the_size_weighted_mean_of_shard_losses_is_the_batch_loss():
     r = loss_averages(4, 0.8)
     assert sum(r["sizes"]) == 60
     assert r["weighted by size"] == pytest.approx(r["true mean"], abs=1e-12)
@@ -157,3 +160,11 @@ def test_matmul_timing_restores_the_thread_count_and_names_bad_input():
 def test_a_pipeline_across_devices_has_the_unsplit_gradients(device):
     assert background.heterogeneous_gap(["cpu", str(device)]) < 1e-12
     assert background.heterogeneous_gap(["cpu", "cpu"], batch=7, seed=3) < 1e-12
+
+
+def test_the_per_sample_losses_grow_along_the_batch_and_stay_importable_where_chapter_07_had_them():
+    from nnpar_lite.experiments.scaling import per_sample_losses
+    losses = data.per_sample_losses(5)
+    assert per_sample_losses is data.per_sample_losses
+    np.testing.assert_allclose(losses, [0.2, 0.3125, 0.65, 1.2125, 2.0])
+    assert np.all(np.diff(losses) > 0)

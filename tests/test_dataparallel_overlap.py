@@ -16,7 +16,7 @@ import torch
 from comm_workers import ToyModel, ToyModelWithTiedWeights, two_rank_suite
 from nnpar_lite.data_parallel import DataParallel, plan_buckets, plan_buckets_like_ddp
 from nnpar_lite.distributed import launch
-from nnpar_lite.experiments import communication as comm
+from nnpar_lite.experiments import communication_efficiency as comm
 from nnpar_lite.models import mlp
 
 B = 1 / 2 ** 20                      # one byte, in MiB

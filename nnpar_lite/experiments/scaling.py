@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from .. import costmodel
 from ..costmodel import heterogeneous_step
-from ..data import even_shard_sizes, proportional_sizes, split_by_sizes
+from ..data import even_shard_sizes, per_sample_losses, proportional_sizes, split_by_sizes
 from ..data_parallel import allreduce_gradients
 from ..formulas import average_losses
 from ..models import mlp
@@ -109,12 +109,6 @@ def efficiency_against_model(timings: dict[int, dict], alpha: float, beta: float
                 one["compute"], costmodel.data_parallel_step_time(half, communication, overlap=True), 2),
             "hidden by overlap": costmodel.overlap_hides_communication(2 / 3 * half, communication)}
     return result
-
-
-def per_sample_losses(num_samples: int) -> np.ndarray:
-    """Per-sample losses of an unshuffled batch that grow along it (the later samples are
-    harder), which is what makes unequal shards' means disagree."""
-    return 0.2 + 1.8 * np.linspace(0.0, 1.0, num_samples) ** 2
 
 
 def heterogeneous_comparison(speeds: Sequence[float], global_batch: int = 120) -> dict:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..data import skewed_shard_sizes, split_by_sizes
+from ..data import per_sample_losses, skewed_shard_sizes, split_by_sizes
 from ..formulas import average_losses
-from .scaling import per_sample_losses
 
 
 def loss_averages(num_workers: int, skew: float, num_samples: int = 60) -> dict:

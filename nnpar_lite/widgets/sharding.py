@@ -1,5 +1,6 @@
 """Chapter 08: one FSDP step on a timeline, the memory each rank holds measured against the
-calculator, and the calculator as a widget (stage × devices × model size)."""
+calculator (the table of :func:`nnpar_lite.experiments.sharding.memory_table`), and the
+calculator as a widget (stage × devices × model size)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from .. import costmodel
+from ..experiments.sharding import PARTS
+from ..models import mlp_parameters
 from . import interactive_figure
 
 STAGES = {0: "data parallel", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3 (FSDP)"}
-PARTS = ("parameters", "gradients", "optimizer state")
 COLORS = {"all-gather": "C0", "forward": "#9ecae1", "free": "0.75", "backward": "#fdae6b", "reduce-scatter": "C3"}
 
 
@@ -73,24 +75,11 @@ def fsdp_timeline_figure(trace: list[dict]):
     return fig
 
 
-def memory_table(rows: list[dict]) -> list[dict]:
-    """The measured rows as the chapter prints them: stage, N, what rank 0 holds (by kind and
-    in total) and the calculator's total, with whether they agree."""
-    table = []
-    for row in rows:
-        held, predicted = row["held"], row["predicted"]
-        mixed = row["compute dtype"] is not None
-        same_parts = mixed or all(held[p] == predicted[p] for p in PARTS)
-        table.append({"stage": row["stage"], "N": row["N"], "precision": "fp16 compute" if mixed else "fp32",
-                      **{p: held[p] for p in PARTS}, "other": held["other"], "measured": held["total"],
-                      "predicted": predicted["total"], "agree": same_parts and held["total"] == predicted["total"]})
-    return table
-
-
-def memory_figure(rows: list[dict]):
+def memory_figure(table: list[dict]):
     """Bytes per rank after one step, measured (bars: parameters, gradients, optimizer state)
-    against the calculator (black marks), for each stage and N."""
-    fp32 = [r for r in memory_table(rows) if r["precision"] == "fp32"]
+    against the calculator (black marks), for each stage and N: the fp32 rows of ``table``
+    (``experiments.sharding.memory_table``)."""
+    fp32 = [r for r in table if r["precision"] == "fp32"]
     worlds = sorted({r["N"] for r in fp32})
     fig, axes = plt.subplots(1, len(worlds), figsize=(3.1 * len(worlds), 3.2), sharey=True)
     for ax, n in zip(np.atleast_1d(axes), worlds):
@@ -154,8 +143,8 @@ def memory_per_rank_figure(stage: int = 3, devices: int = 8, num_params: float =
 
 
 def _same_model(row: dict, num_params: float, precision: str) -> bool:
-    psi = sum((a + 1) * b for a, b in zip(row["sizes"][:-1], row["sizes"][1:]))
-    return psi == num_params and (row["compute dtype"] is not None) == (precision == "mixed")
+    mixed = row["compute dtype"] is not None
+    return mlp_parameters(row["sizes"]) == num_params and mixed == (precision == "mixed")
 
 
 def memory_per_rank_widget(measured: list[dict] | None = None):
@@ -164,7 +153,7 @@ def memory_per_rank_widget(measured: list[dict] | None = None):
     measured bytes as dots."""
     import ipywidgets as widgets
 
-    sizes = sorted({sum((a + 1) * b for a, b in zip(r["sizes"][:-1], r["sizes"][1:])) for r in measured or []})
+    sizes = sorted({mlp_parameters(r["sizes"]) for r in measured or []})
     options = [(f"{psi:,} (measured)", psi) for psi in sizes] + [
         (label, value) for label, value in (("125 M", 125e6), ("1.3 B", 1.3e9), ("7.5 B (ZeRO paper)", 7.5e9),
                                             ("70 B", 70e9), ("175 B", 175e9))]

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.transforms import blended_transform_factory
 
-from ..experiments.scaling import per_sample_losses
+from ..data import per_sample_losses
 from ..experiments.start_here import loss_averages
 from . import interactive_figure
 

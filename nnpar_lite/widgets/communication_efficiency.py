@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..experiments.communication import COMPRESSORS, compression_run
+from ..experiments.communication_efficiency import COMPRESSORS, compression_run
 from . import interactive_figure
 
 

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from ..asynchronous import largest_stable_lr
+from ..asynchronous import largest_stable_lr_under_staleness
 from .core import Case, Exercise, Probe, number_exercise, register, same_values
 from .ranks import check_on_ranks
 
@@ -51,7 +51,7 @@ number_exercise(
 
 number_exercise(
     "09.3", stated={"tau": 2, "lam": 1}, rel=1e-3,
-    answer=lambda tau, lam: largest_stable_lr(lam, tau),
+    answer=lambda tau, lam: largest_stable_lr_under_staleness(lam, tau),
     wrong=[(lambda tau, lam: 2 / lam, ("2/λ is the bound without staleness.", "2/λ 是没有陈旧时的界。")),
            (lambda tau, lam: 2 / (lam * (tau + 1)), ("Dividing 2/λ by τ + 1 is a guess; the exact bound comes from the "
                                                      "delay-difference equation.", "把 2/λ 除以 τ + 1 只是猜测；精确的界来自"
