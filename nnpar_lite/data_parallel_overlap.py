@@ -141,8 +141,9 @@ class GradientBuckets:
         return self.mask().tolist() if self.works else []
 
 
-# Over 120 lines: DDP's life cycle in one object a reader follows from top to bottom (forward, the
-# gradient hook, the wait, no_sync, buffers); the buckets themselves are GradientBuckets.
+# DDP's life cycle is one object a reader follows from top to bottom (forward, the gradient hook,
+# the wait, no_sync, buffers); the buckets themselves are GradientBuckets.
+# Over 120 lines: see above.
 class DataParallel(torch.nn.Module):
     """Seed 3.1 steps 4 and 5 at once: each bucket's all-reduce starts while backward is still
     running, as in PyTorch's DDP (Li et al., VLDB 2020).

@@ -95,8 +95,9 @@ class AllGatherUnit(torch.autograd.Function):
         return mine.to(unit.shard.dtype).div_(gathering.world_size), None, None
 
 
-# Over 120 lines: gathering and freeing are one state (what is whole now), which forward, autograd's
-# saved-tensor hooks and backward all read; split, each part would reach into the others.
+# Gathering and freeing are one state (what is whole now), which forward, autograd's saved-tensor
+# hooks and backward all read; split, each part would reach into the others.
+# Over 120 lines: see above.
 class Gathering:
     """Gather and free: a unit's weights are whole only while a forward, or a backward, needs them.
 
