@@ -31,8 +31,9 @@ lab: $(STAMP)
 
 test: unit notebooks notebooks-profiles browser-test
 
+# Two at a time (pytest-xdist): much of a test's time is processes starting and waiting.
 unit: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n 2 tests
 
 # Both editions (notebooks/ and notebooks/zh/), two notebooks at a time (pytest-xdist; each
 # notebook keeps its own kernel). The font cache is built once before the notebooks run, so
@@ -42,12 +43,11 @@ notebooks: $(STAMP)
 	env -u MPLBACKEND $(PY) -m pytest -p no:cacheprovider -n 2 --dist loadfile $(NBVAL) notebooks
 
 # The stored outputs must hold on any learner's machine: the English chapters run again under
-# two other machine profiles. (a) one core, one thread, torch's scalar kernels; (b) torch's
+# two other machine profiles. (a) one core, one thread, torch's scalar kernels: each chapter
+# pinned to one CPU, two chapters at a time on two CPUs (scripts/one_core_profile.py); (b) torch's
 # AVX2 kernels (on a CPU without AVX2 torch falls back to what it has).
-ONE_CORE := $(shell command -v taskset >/dev/null 2>&1 && echo taskset -c 0)
 notebooks-profiles: $(STAMP)
-	env -u MPLBACKEND OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default $(ONE_CORE) \
-		$(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/[0-9]*.ipynb
+	$(PY) scripts/one_core_profile.py notebooks/[0-9]*.ipynb -- $(NBVAL)
 	env -u MPLBACKEND ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -p no:cacheprovider -n 2 --dist loadfile \
 		$(NBVAL) notebooks/[0-9]*.ipynb
 
