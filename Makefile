@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 LAB_ARGS ?=
+# The notebook JupyterLab opens on: make lab START=notebooks/zh/00_start_here.ipynb for the Chinese edition.
+START ?= notebooks/00_start_here.ipynb
 # Jupyter refuses to run as root (containers, Binder-like images) unless told.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
@@ -27,7 +29,7 @@ $(STAMP): $(PY) pyproject.toml constraints.txt jupyterlab-overrides.json
 	@touch $@
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_start_here.ipynb
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS) $(START)
 
 test: unit notebooks notebooks-profiles browser-test
 
