@@ -1,4 +1,5 @@
-"""The workbook installs the way the README says: same dependencies everywhere, pinned torch."""
+"""The workbook installs the way the README says: same dependencies everywhere, pinned torch; and
+README.zh.md is README.md's twin, section for section and command for command."""
 
 import re
 import tomllib
@@ -62,3 +63,52 @@ def test_every_chinese_notebook_is_in_the_chinese_readme():
 def test_ci_installs_chromium_and_a_cjk_font():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "chromium" in ci and "fonts-noto-cjk" in ci
+
+
+def sections(readme: str) -> list[str]:
+    """The README's `## ` headings, in order."""
+    return re.findall(r"^## (.+)$", readme, re.M)
+
+
+def bash_commands(readme: str) -> list[str]:
+    """Every line of every ```bash block, its comment and surrounding blanks removed, blank lines dropped."""
+    lines = [line for block in re.findall(r"^```bash\n(.*?)^```", readme, re.M | re.S) for line in block.splitlines()]
+    commands = [re.sub(r"(^|\s)#.*$", "", line).strip() for line in lines]
+    return [command for command in commands if command]
+
+
+def twin_drift(english: str, chinese: str) -> list[str]:
+    """What keeps README.zh.md from being README.md's twin: a section count that differs, a command it lacks."""
+    problems = []
+    if len(sections(english)) != len(sections(chinese)):
+        problems.append(f"README.md has {len(sections(english))} sections {sections(english)}, "
+                        f"README.zh.md {len(sections(chinese))} {sections(chinese)}")
+    chinese_commands = set(bash_commands(chinese))
+    problems += [f"README.zh.md lacks README.md's command: {command}"
+                 for command in bash_commands(english) if command not in chinese_commands]
+    return problems
+
+
+def test_the_chinese_readme_is_a_full_twin_of_the_english_one():
+    english = (ROOT / "README.md").read_text(encoding="utf-8")
+    chinese = (ROOT / "README.zh.md").read_text(encoding="utf-8")
+    assert len(sections(english)) >= 7 and len(bash_commands(english)) >= 15, "README.md's sections or commands not found"
+    assert twin_drift(english, chinese) == []
+
+
+def test_the_twin_check_sees_a_new_section_and_a_changed_command():
+    english = (ROOT / "README.md").read_text(encoding="utf-8")
+    chinese = (ROOT / "README.zh.md").read_text(encoding="utf-8")
+    drifted = english.replace("make test   #", "make test-all   #") + "\n## Citing\n\n```bash\nmake cite  # BibTeX\n```\n"
+    problems = twin_drift(drifted, chinese)
+    assert len(problems) == 3, problems
+    assert "8 sections" in problems[0] and "make test-all" in problems[1] and "make cite" in problems[2]
+
+
+def test_the_chinese_readme_opens_the_chinese_chapter_00_the_way_the_makefile_allows():
+    chinese = (ROOT / "README.zh.md").read_text(encoding="utf-8")
+    assert "make lab START=notebooks/zh/00_start_here.ipynb" in bash_commands(chinese)
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^START \?= notebooks/00_start_here\.ipynb$", makefile, re.M)
+    assert re.search(r"^lab:.*\n\t.*jupyter lab .*\$\(START\)$", makefile, re.M), "make lab does not open $(START)"
+    assert "](README.md)" in chinese.split("\n## ")[0], "README.zh.md's opening does not link the English README"
