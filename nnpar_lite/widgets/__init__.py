@@ -115,9 +115,8 @@ def figure_text(fig) -> list[str]:
 def interactive_figure(controls: dict, layout: list[list[str]], draw: Callable, *, slow: bool = False):
     """Rows of ``controls`` (name → ipywidget) above the figure ``draw(**values)`` makes for the
     controls' current values, redrawn whenever one of them changes; what ``draw`` prints shows
-    above the figure. The figure is shown as a PNG image widget, so a redraw replaces one
-    picture and nothing else in the notebook's outputs; the box's ``figure_text`` holds the
-    :func:`figure_text` of the figure it shows.
+    above the figure. The figure is a PNG image widget, so a redraw replaces one picture and
+    nothing else in the outputs; ``box.figure_text`` is what it says (:func:`figure_text`).
 
     ``slow=True`` is for a ``draw`` that takes longer than about 150 ms: sliders then
     redraw when released, not at every step of a drag, and a label says "computing…"
