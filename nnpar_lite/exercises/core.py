@@ -24,9 +24,10 @@ its id ``"CC.N"``:
   gives the answer.
 - **A choice** (a letter, a name): :class:`Exercise` with a check built on :func:`verdict`.
 - **A function, in one process**: :func:`run_cases` runs it and a reference on unseen
-  :class:`Case` s; :func:`report` names the first failing case and where expected and got first
-  differ (:func:`difference`: the index and both values), with the message of the first
-  :class:`Probe` that recognises the bug.
+  :class:`Case` s, each named in both editions (``Case(("uneven sizes 10 and 30", "大小不等的 10
+  和 30"), args)``); :func:`report` names the first failing case in the edition's language and
+  where expected and got first differ (:func:`difference`: the index and both values), with the
+  message of the first :class:`Probe` that recognises the bug.
 - **A function on real ranks**: :func:`nnpar_lite.exercises.ranks.check_on_ranks` carries the
   learner's function (and the helpers and constants it uses from the notebook) to spawned
   processes, runs a driver on each case, and tells the common bugs apart with probes
