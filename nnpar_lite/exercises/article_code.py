@@ -51,7 +51,7 @@ number_exercise(
              "大小对了，符号不对：文章写的是 2 (Y − Ŷ)，正确的 ∂L/∂Ŷ 是 2 (Ŷ − Y)/(N m)。")),
            (lambda N_article, m_article, **_: article_gradient_ratio(N_article, m_article),
             ("That ratio belongs to the article's batch, 4 samples × 2 outputs; this batch has other sizes.",
-             "这个比值属于文章的批次（4 个样本 × 2 个输出）；这个批次的大小不同。")),
+             "这个比值属于文章的批量（4 个样本 × 2 个输出）；这个批量的大小不同。")),
            (lambda N, m, **_: article_gradient_ratio(N, 1),
             ("The true ∂L/∂Ŷ averages over all N·m entries of Ŷ, outputs included.",
              "正确的 ∂L/∂Ŷ 对 Ŷ 的全部 N·m 个元素取平均，输出维也算在内。")),
@@ -145,7 +145,8 @@ def _deeper_cases() -> list[Case]:
             params[f"W{i}"] = rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)
             params[f"b{i}"] = 0.1 * rng.standard_normal(n_out)
         X, Y = rng.standard_normal((n, sizes[0])), rng.standard_normal((n, sizes[-1]))
-        cases.append(Case(f"{n} sample{'s' if n > 1 else ''}, layer sizes {sizes}", (X, Y, params)))
+        cases.append(Case((f"{n} sample{'s' if n > 1 else ''}, layer sizes {sizes}",
+                           f"{n} 个样本，各层大小 {sizes}"), (X, Y, params)))
     return cases
 
 

@@ -31,13 +31,13 @@ def check_spatial_parallelism(answer) -> bool:
     wrong = WAYS[letter]
     return verdict(letter == "c", (f"{letter} is right.", f"{letter} 正确。"),
                    (f"{letter}: {wrong[0]} Spatial parallelism cuts each sample's data.",
-                    f"{letter}：{wrong[1]} 空间并行切分的是每个样本内部的数据。"))
+                    f"{letter}：{wrong[1]}空间并行切分的是每个样本内部的数据。"))
 
 
 register(Exercise("01.1", check_spatial_parallelism, solution="c", hint=(
     "Spatial parallelism cuts the data inside each sample (an image into tiles), not the model and not the batch. "
     "What must a tile's worker receive to convolve its border pixels?",
-    "空间并行切分的是每个样本内部的数据（把一张图像切成块），既不切模型，也不切批次。"
+    "空间并行切分的是每个样本内部的数据（把一张图像切成块），既不切模型，也不切批量。"
     "处理一个块的计算单元要卷积它边缘的像素，需要收到什么？"), explanation=(
     "Each worker holds the whole model (the weights are replicated) and one tile of every sample; neighbours "
     "exchange the border rows a convolution needs (the halo), and the weight gradients are all-reduced as in "
@@ -51,7 +51,7 @@ number_exercise(
                                      "这只是前向传播；反向传播的开销是它的两倍。")),
            (lambda P, B: 4 * P * B, ("The backward pass computes two gradients, each as costly as the forward pass.",
                                      "反向传播要算两个梯度，每个都与前向传播一样费。")),
-           (lambda P, B: 6 * P, ("That is one sample; the batch holds 256.", "这是一个样本的量；批次有 256 个。"))],
+           (lambda P, B: 6 * P, ("That is one sample; the batch holds 256.", "这是一个样本的量；批量有 256 个样本。"))],
     hint=("Count per parameter and per sample: the forward pass does one multiply and one add; the backward pass "
           "computes the gradient of the inputs and that of the weights, each costing as much as the forward pass.",
           "按每个参数、每个样本计数：前向传播做一次乘法和一次加法；反向传播要算输入的梯度和权重的梯度，"
@@ -88,12 +88,12 @@ def parallel_fraction(speedup, workers):
     return (1 - 1 / speedup) / (1 - 1 / workers)
 
 
-CASES = [Case("S = 1.5 on 2 workers", (1.5, 2)),
-         Case("S = 3 on 4 workers", (3.0, 4)),
-         Case("S = 10 on 19 workers", (10.0, 19)),
-         Case("no speed-up, S = 1 on 8 workers", (1.0, 8)),
-         Case("perfect, S = 64 on 64 workers", (64.0, 64)),
-         Case("S = 1.8 on 3 workers", (1.8, 3))]
+CASES = [Case(("S = 1.5 on 2 workers", "2 个计算单元上 S = 1.5"), (1.5, 2)),
+         Case(("S = 3 on 4 workers", "4 个计算单元上 S = 3"), (3.0, 4)),
+         Case(("S = 10 on 19 workers", "19 个计算单元上 S = 10"), (10.0, 19)),
+         Case(("no speed-up, S = 1 on 8 workers", "没有加速：8 个计算单元上 S = 1"), (1.0, 8)),
+         Case(("perfect, S = 64 on 64 workers", "理想情形：64 个计算单元上 S = 64"), (64.0, 64)),
+         Case(("S = 1.8 on 3 workers", "3 个计算单元上 S = 1.8"), (1.8, 3))]
 
 EFFICIENCY = Probe(lambda expected, got, facts: same_number(got, facts["args"][0] / facts["args"][1]),
                    ("That is the parallel efficiency S/p, not Amdahl's fraction f.",

@@ -37,14 +37,14 @@ number_exercise(
            (lambda billions, gpus, gigabytes: largest_data_parallel(billions, gpus, gigabytes, 12),
             ("Mixed-precision Adam keeps 12 bytes of state per parameter (the fp32 master copy, momentum and "
              "variance) on top of the 2 + 2 of fp16 weights and gradients.",
-             "混合精度 Adam 每个参数有 12 字节状态（fp32 主副本、动量和方差），另加 fp16 权重和梯度的 2 + 2。")),
+             "混合精度 Adam 每个参数有 12 字节状态（fp32 主权重、动量和方差），另加 fp16 权重和梯度的 2 + 2。")),
            (lambda billions, gpus, gigabytes: math.floor(gigabytes / billions),
             ("d must divide the GPUs: d · t · p = 16 with whole t and p.",
              "d 必须整除 GPU 数：d · t · p = 16，t 和 p 都是整数。"))],
     hint=("Each GPU holds the model states of its 1/(t · p) of the parameters, 2 + 2 + 12 bytes per parameter "
           "(fp16 weights and gradients; the fp32 master copy and Adam's two moments), and d · t · p is the number "
           "of GPUs: try d from the largest down.",
-          "每块 GPU 保存它负责的 1/(t · p) 个参数的模型状态，每个参数 2 + 2 + 12 字节（fp16 权重和梯度；fp32 主副本和 "
+          "每块 GPU 保存它负责的 1/(t · p) 个参数的模型状态，每个参数 2 + 2 + 12 字节（fp16 权重和梯度；fp32 主权重和 "
           "Adam 的两个矩），且 d · t · p 等于 GPU 数：从最大的 d 往下试。"),
     explanation=("16 bytes × {billions} × 10⁹ / (t · p) ≤ {gigabytes} × 10⁹ needs t · p ≥ 2.6, so t · p = 4 and "
                  "d = {answer}: 52 GB per GPU. With d = 8 (t · p = 2) each GPU would hold 104 GB. ZeRO-1 over d = "
@@ -139,7 +139,8 @@ PLACE_PROBES = (
     Probe(_placed_as("tp-pp-dp"), ("That numbers the ranks with dp fastest; here tp is fastest, so a stage's tp ranks "
                                    "are neighbours.", "这样编号时 dp 变化最快；这里 tp 最快，同一阶段的 tp rank 才相邻。")))
 
-PLACE_CASES = [Case(f"rank {r} of dp = {d}, tp = {t}, pp = {p}", (r, d, t, p)) for r, d, t, p in
+PLACE_CASES = [Case((f"rank {r} of dp = {d}, tp = {t}, pp = {p}", f"dp = {d}，tp = {t}，pp = {p} 中的 rank {r}"),
+                    (r, d, t, p)) for r, d, t, p in
                [(0, 1, 1, 1), (5, 2, 2, 2), (6, 2, 2, 2), (3, 1, 4, 1), (3, 4, 1, 1), (3, 1, 1, 4), (7, 3, 2, 2),
                 (11, 3, 2, 2), (13, 2, 3, 4), (22, 2, 3, 4), (4, 3, 1, 2), (9, 2, 4, 3)]]
 
@@ -246,8 +247,9 @@ TIED_PROBES = (
 def check_tied_embedding(fn) -> bool:
     """Your ``fn(stage, group)`` in train_gpt on real ranks: its losses and ‖θ‖ against one process."""
     return check_on_ranks(fn, f"{__name__}:tied_driver", {
-        2: [Case("dp = 1, pp = 2", (_argv(1, 2),))],
-        3: [Case("dp = 1, pp = 3 (a middle stage)", (_argv(1, 3),))]}, same=same_run, probes=TIED_PROBES)
+        2: [Case(("dp = 1, pp = 2", "dp = 1，pp = 2"), (_argv(1, 2),))],
+        3: [Case(("dp = 1, pp = 3 (a middle stage)", "dp = 1，pp = 3（有一个中间阶段）"), (_argv(1, 3),))]},
+        same=same_run, probes=TIED_PROBES)
 
 
 register(Exercise("12.4", check_tied_embedding, solution=sync_tied_embedding, hint=(

@@ -151,10 +151,11 @@ def check_error_feedback(fn) -> bool:
     its k entries of largest magnitude (after adding ``residual``), and leave in ``residual`` what it did not
     send; run on 1 to 3 ranks, several steps, lengths that do not divide evenly. Each result reads
     the output, then the residual."""
-    cases = [Case("length 7, k = 3, after 1 step", (7, 3, 1)), Case("length 7, k = 3, after 3 steps", (7, 3, 3)),
-             Case("length 1, k = 1, after 2 steps", (1, 1, 2)),
-             Case("length 1001, k = 10, after 3 steps", (1001, 10, 3)),
-             Case("length 5, k = 5 (everything), after 2 steps", (5, 5, 2))]
+    cases = [Case(("length 7, k = 3, after 1 step", "长度 7，k = 3，1 步之后"), (7, 3, 1)),
+             Case(("length 7, k = 3, after 3 steps", "长度 7，k = 3，3 步之后"), (7, 3, 3)),
+             Case(("length 1, k = 1, after 2 steps", "长度 1，k = 1，2 步之后"), (1, 1, 2)),
+             Case(("length 1001, k = 10, after 3 steps", "长度 1001，k = 10，3 步之后"), (1001, 10, 3)),
+             Case(("length 5, k = 5 (everything), after 2 steps", "长度 5，k = 5（全部发送），2 步之后"), (5, 5, 2))]
     return check_on_ranks(fn, f"{__name__}:feedback_driver", {k: cases for k in (2, 1, 3)}, probes=FEEDBACK_PROBES)
 
 

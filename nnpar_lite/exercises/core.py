@@ -24,9 +24,10 @@ its id ``"CC.N"``:
   gives the answer.
 - **A choice** (a letter, a name): :class:`Exercise` with a check built on :func:`verdict`.
 - **A function, in one process**: :func:`run_cases` runs it and a reference on unseen
-  :class:`Case` s; :func:`report` names the first failing case and where expected and got first
-  differ (:func:`difference`: the index and both values), with the message of the first
-  :class:`Probe` that recognises the bug.
+  :class:`Case` s, each named in both editions (``Case(("uneven sizes 10 and 30", "大小不等的 10
+  和 30"), args)``); :func:`report` names the first failing case in the edition's language and
+  where expected and got first differ (:func:`difference`: the index and both values), with the
+  message of the first :class:`Probe` that recognises the bug.
 - **A function on real ranks**: :func:`nnpar_lite.exercises.ranks.check_on_ranks` carries the
   learner's function (and the helpers and constants it uses from the notebook) to spawned
   processes, runs a driver on each case, and tells the common bugs apart with probes
@@ -264,9 +265,9 @@ def check_widget_choice(answer: Any, options: Sequence[float], correct: float, s
     does not offer is named as such."""
     value = as_number(answer)
     if value is not None and not any(math.isclose(value, o, rel_tol=1e-9) for o in options):
-        listed = ", ".join(f"{o:g}" for o in options)
-        return verdict(False, ("", ""), (f"{value:g} is not one of the widget's values ({listed}).",
-                                         f"{value:g} 不是小部件提供的值（{listed}）之一。"))
+        listed = [f"{o:g}" for o in options]
+        return verdict(False, ("", ""), (f"{value:g} is not one of the widget's values ({', '.join(listed)}).",
+                                         f"{value:g} 不是控件提供的值（{'、'.join(listed)}）之一。"))
     typical = [(o, smaller(o) if o < correct else larger(o)) for o in options if o != correct]
     return check_number(answer, correct, rel=1e-9, typical=typical)
 
@@ -290,9 +291,25 @@ def diagnosed_number(answer: Any, expected: float, diagnoses: list[tuple[float, 
 # ---------------------------------------------------- functions, in one process
 @dataclass
 class Case:
-    """One case a learner's function is run on: a name the report shows, and its arguments."""
-    name: str
+    """One case a learner's function is run on: its name in both editions, (English, Chinese),
+    which the report shows in the edition's language, and its arguments."""
+    name: tuple[str, str]
     args: tuple
+
+    def __post_init__(self):
+        pair = self.name
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(n, str) and n.strip() for n in pair)):
+            raise TypeError(f"a Case's name is a pair of texts (English, Chinese), got {pair!r}")
+
+    @property
+    def title(self) -> str:
+        """The case's name in the edition's language."""
+        return say(*self.name)
+
+
+def case_names(cases: Sequence[Case]) -> str:
+    """The cases' names, listed in the edition's language."""
+    return say(", ".join(c.name[0] for c in cases), "；".join(c.name[1] for c in cases))
 
 
 @dataclass(frozen=True)
@@ -338,10 +355,10 @@ def report(results: Sequence[Result], same: Callable[[Any, Any], bool], probes: 
     differ, and what the first probe that recognises it says."""
     failure = first_failure(results, same)
     if failure is None:
-        names = passed or ", ".join(r.case.name for r in results)
+        names = passed or case_names([r.case for r in results])
         return verdict(True, (f"all {len(results)} cases pass ({names}).", f"全部 {len(results)} 个用例通过（{names}）。"),
                        ("", ""))
-    name = failure.case.name
+    name = failure.case.title
     if failure.error is not None:
         return verdict(False, ("", ""), (f"case {name}: your function raised {failure.error}",
                                          f"用例 {name}：你的函数抛出了 {failure.error}"))

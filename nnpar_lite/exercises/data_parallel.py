@@ -59,13 +59,13 @@ number_exercise(
            (lambda K, skew: K, ("That is the number of workers; the scale counts samples.", "这是计算单元数；尺度数的是样本。"))],
     hint=("Add up the K workers' sum-reduced gradients: whatever the shard sizes, that is the sum over all the "
           "widget's samples. Then the plain mean divides by K.",
-          "把 K 个计算单元的求和损失梯度加起来：无论分片大小如何，结果都是小部件全部样本上的求和。然后简单平均再除以 K。"),
+          "把 K 个计算单元的求和损失梯度加起来：无论分片大小如何，结果都是控件全部样本上的求和。然后简单平均再除以 K。"),
     explanation=("Σ_k Σ_(j in shard k) ∇ℓ_j = Σ_j ∇ℓ_j = N ∇L whatever the shard sizes; the plain mean over K = {K} "
                  "workers divides by K: N/K ∇L = {answer} ∇L for the widget's N samples. The skew moves samples "
                  "between workers, not out of the sum. With mean losses it is the other way round: the skew matters, "
                  "the scale does not.",
                  "Σ_k Σ_(j∈分片 k) ∇ℓ_j = Σ_j ∇ℓ_j = N ∇L，与分片大小无关；对 K = {K} 个计算单元取简单平均即除以 K："
-                 "对小部件的 N 个样本，N/K ∇L = {answer} ∇L。偏斜只是在计算单元之间移动样本，不会把样本移出总和。"
+                 "对控件的 N 个样本，N/K ∇L = {answer} ∇L。偏斜只是在计算单元之间移动样本，不会把样本移出总和。"
                  "用平均损失时正好相反：偏斜有影响，尺度没有。"))
 
 
@@ -90,7 +90,7 @@ RING_CHUNK = wrong_chunk((
 def check_ring_allreduce(fn) -> bool:
     """Your ``fn(tensor)`` must sum ``tensor`` over all ranks in place, with send and recv only;
     run on 1 to 3 ranks, on lengths that do not divide by the number of ranks."""
-    cases = {k: [Case(f"length {n}", (n,)) for n in (1001, k + 1, 1, 0)] for k in (2, 1, 3)}
+    cases = {k: [Case((f"length {n}", f"长度 {n}"), (n,)) for n in (1001, k + 1, 1, 0)] for k in (2, 1, 3)}
     return check_on_ranks(fn, f"{__name__}:ring_driver", cases,
                           probes=(AVERAGED_NOT_SUMMED, NOT_IN_PLACE, RING_CHUNK))
 

@@ -25,7 +25,7 @@ number_exercise(
     answer=costmodel.expert_capacity, rel=0,
     wrong=[(lambda tokens, top_k, num_experts, capacity_factor: capacity_factor * tokens * top_k / num_experts,
             ("Round up: an expert takes whole tokens, and C is a ceiling.",
-             "要向上取整：专家接收的是整数个 token，C 取上整。")),
+             "要向上取整：专家接收的是整数个词元，C 取上整。")),
            (lambda tokens, top_k, num_experts, capacity_factor:
             math.floor(capacity_factor * tokens * top_k / num_experts),
             ("Rounded down, an expert would drop an assignment the capacity factor leaves room for: C is a ceiling.",
@@ -33,19 +33,19 @@ number_exercise(
            (lambda tokens, top_k, num_experts, capacity_factor:
             costmodel.expert_capacity(tokens, 1, num_experts, capacity_factor),
             ("Each token makes k = 2 choices: count T · k assignments, not T.",
-             "每个 token 选 k = 2 个专家：要数 T · k 次分配，而不是 T 次。")),
+             "每个词元选 k = 2 个专家：要数 T · k 次分配，而不是 T 次。")),
            (lambda tokens, top_k, num_experts, capacity_factor:
             costmodel.expert_capacity(tokens, top_k, num_experts, 1),
             ("That is the even share T · k / E; the capacity factor leaves room above it.",
              "这是平均份额 T · k / E；容量因子在此之上留出余量。"))],
     hint=("Count the assignments the rank makes, share them evenly among the experts, leave the room the capacity "
           "factor asks for, and remember that an expert takes whole tokens.",
-          "数一数这个 rank 一共做了多少次分配，把它们平均分给各个专家，再按容量因子留出余量；别忘了专家接收的是整数个 token。"),
+          "数一数这个 rank 一共做了多少次分配，把它们平均分给各个专家，再按容量因子留出余量；别忘了专家接收的是整数个词元。"),
     explanation=("C = ⌈capacity_factor · T · k / E⌉ = ⌈{capacity_factor} · {tokens} · {top_k} / {num_experts}⌉ = "
                  "{answer} tokens: the even share T · k / E, with the factor's room above it, rounded up. An expert "
                  "chosen by more of this rank's assignments drops the rest.",
                  "C = ⌈capacity_factor · T · k / E⌉ = ⌈{capacity_factor} · {tokens} · {top_k} / {num_experts}⌉ = "
-                 "{answer} 个 token：平均份额 T · k / E，加上容量因子留出的余量，再向上取整。某个专家若被这个 rank 的"
+                 "{answer} 个词元：平均份额 T · k / E，加上容量因子留出的余量，再向上取整。某个专家若被这个 rank 的"
                  "更多分配选中，多出的部分就被丢弃。"))
 
 
@@ -63,17 +63,17 @@ number_exercise(
             ("The rows meant for experts on this rank stay here: only (N − 1)/N of them are sent.",
              "发往本 rank 上专家的行留在本地：只有 (N − 1)/N 被发送出去。")),
            (_times(1, top_k=1), ("Top-2: each token is sent to two experts, two rows.",
-                                 "top-2：每个 token 发给两个专家，是两行。")),
+                                 "top-2：每个词元发给两个专家，是两行。")),
            (_times(1, bytes_per_element=1), ("That counts numbers; each is 4 bytes.",
                                              "这数的是数的个数；每个数 4 字节。")),
            (_times(2), ("That counts the combine too; the question asks for the dispatch alone.",
                         "这把合并也算进去了；题目只问分发。")),
            (_times(4), ("That counts all four all-to-alls of a step (dispatch and combine, forward and backward); the "
                         "question asks for the dispatch alone.",
-                        "这数的是一步中的全部四次全互换（分发与合并，前向与反向）；题目只问分发。"))],
+                        "这数的是一步中的全部四次全对全（分发与合并，前向与反向）；题目只问分发。"))],
     hint=("Count the rows this rank sends: one per token and choice, except those whose expert lives on this rank; "
           "then the bytes of one row.",
-          "数一数本 rank 发送多少行：每个 token 的每个选择一行，但专家就在本 rank 上的不算；再算一行有多少字节。"),
+          "数一数本 rank 发送多少行：每个词元的每个选择一行，但专家就在本 rank 上的不算；再算一行有多少字节。"),
     explanation=("T · k · (N − 1)/N · d · bytes = {tokens} · {top_k} · ({world_size} − 1)/{world_size} · {d_model} · "
                  "{bytes_per_element} = {answer} bytes. The combine sends as much back, and backward repeats both: "
                  "four times this per layer and step.",
@@ -110,12 +110,14 @@ def _routing_case(tokens: int, top_k: int, num_experts: int, world_size: int, dr
     return experts, kept, num_experts, world_size
 
 
-DISPATCH_CASES = [Case("T = 6, k = 1, E = 2, N = 1", _routing_case(6, 1, 2, 1, 0, 1)),
-                  Case("T = 7, k = 2, E = 4, N = 2", _routing_case(7, 2, 4, 2, 0, 2)),
-                  Case("T = 9, k = 2, E = 6, N = 3, some dropped", _routing_case(9, 2, 6, 3, 4, 3)),
-                  Case("T = 5, k = 3, E = 8, N = 4, expert 5 unused, some dropped", _routing_case(5, 3, 8, 4, 3, 4, 5)),
-                  Case("T = 1, k = 2, E = 2, N = 2", _routing_case(1, 2, 2, 2, 0, 5)),
-                  Case("T = 0, k = 2, E = 4, N = 2", _routing_case(0, 2, 4, 2, 0, 6))]
+DISPATCH_CASES = [Case(("T = 6, k = 1, E = 2, N = 1", "T = 6，k = 1，E = 2，N = 1"), _routing_case(6, 1, 2, 1, 0, 1)),
+                  Case(("T = 7, k = 2, E = 4, N = 2", "T = 7，k = 2，E = 4，N = 2"), _routing_case(7, 2, 4, 2, 0, 2)),
+                  Case(("T = 9, k = 2, E = 6, N = 3, some dropped", "T = 9，k = 2，E = 6，N = 3，有分配被丢弃"),
+                       _routing_case(9, 2, 6, 3, 4, 3)),
+                  Case(("T = 5, k = 3, E = 8, N = 4, expert 5 unused, some dropped",
+                        "T = 5，k = 3，E = 8，N = 4，专家 5 没被选中，有分配被丢弃"), _routing_case(5, 3, 8, 4, 3, 4, 5)),
+                  Case(("T = 1, k = 2, E = 2, N = 2", "T = 1，k = 2，E = 2，N = 2"), _routing_case(1, 2, 2, 2, 0, 5)),
+                  Case(("T = 0, k = 2, E = 4, N = 2", "T = 0，k = 2，E = 4，N = 2"), _routing_case(0, 2, 4, 2, 0, 6))]
 
 
 def _as_lists(value):
@@ -150,7 +152,7 @@ DISPATCH_PROBES = (
           ("The right rows, in another order: sorted by expert, and for one expert in token order. Number the "
            "assignments t·k + j and sort them by expert with a stable sort (a loop over the choices first would put "
            "every second choice after every first one).",
-           "行是对的，顺序不对：按专家排序，同一专家内按 token 顺序。把分配编号为 t·k + j，再按专家做稳定排序"
+           "行是对的，顺序不对：按专家排序，同一专家内按词元顺序。把分配编号为 t·k + j，再按专家做稳定排序"
            "（先循环各个选择，会把所有第二选择排在所有第一选择之后）。")),
 )
 
@@ -165,14 +167,14 @@ def check_dispatch(fn) -> bool:
 register(Exercise("11.3", check_dispatch, solution=dispatch, hint=(
     "Which assignments are sent at all? In what order must the rows be so that each rank's rows are contiguous in "
     "the buffer, and what keeps token order among the rows of one expert? Which experts does rank r hold?",
-    "哪些分配需要发送？各行要按什么顺序排列，才能让发往每个 rank 的行在缓冲区中连续？什么能让同一专家的各行保持 "
-    "token 顺序？rank r 保存哪些专家？"), explanation=(
+    "哪些分配需要发送？各行要按什么顺序排列，才能让发往每个 rank 的行在缓冲区中连续？什么能让同一专家的各行保持"
+    "词元顺序？rank r 保存哪些专家？"), explanation=(
     "Number the assignments t·k + j (token t's j-th choice), keep the kept ones, sort them by expert with a stable "
     "sort (which keeps token order within one expert), and the token of each is its number // k. Experts are "
     "numbered rank by rank, so sorting by expert also groups the rows by destination rank, and rank r's count is "
     "that of its experts r·E/N … (r+1)·E/N − 1 together: N numbers.",
-    "把分配编号为 t·k + j（token t 的第 j 个选择），保留 kept 的那些，按专家做稳定排序（同一专家内保持 token 顺序），"
-    "每行的 token 就是编号 // k。专家按 rank 依次编号，所以按专家排序也就把各行按目标 rank 分好了组；rank r 的计数是它的"
+    "把分配编号为 t·k + j（词元 t 的第 j 个选择），保留 kept 的那些，按专家做稳定排序（同一专家内保持词元顺序），"
+    "每行的词元就是编号 // k。专家按 rank 依次编号，所以按专家排序也就把各行按目标 rank 分好了组；rank r 的计数是它的"
     "专家 r·E/N … (r+1)·E/N − 1 的行数之和：共 N 个数。")))
 
 
@@ -220,7 +222,7 @@ def _agree(sent: list[int], received: list[int], row: int, group=None) -> None:
                 f"the check stopped an all-to-all that gloo would abort: rank {rank} expects {expects} rows from "
                 f"the {world} ranks (rank 0's first), and they send it {given}. The receive counts are what the other "
                 "ranks send to this one, not what this rank sends; it cannot know them without asking.",
-                f"核对程序拦下了一次 gloo 会中止的全互换：rank {rank} 期望从 {world} 个 rank 分别收到 {expects} 行"
+                f"核对程序拦下了一次 gloo 会中止的全对全：rank {rank} 期望从 {world} 个 rank 分别收到 {expects} 行"
                 f"（rank 0 在前），而它们发给它的是 {given} 行。接收计数是其他 rank 发给本 rank 的数目，而不是本 rank 发出的数目；"
                 "不去询问，本 rank 无从知道它们。"))
 
@@ -304,7 +306,7 @@ SEND_PROBES = (
     _slip("unsorted", ("The right number of rows from each rank, but not the right rows: the rows for one rank must "
                        "be contiguous in the send buffer, so sort the tokens by expert before the all-to-all.",
                        "从每个 rank 收到的行数是对的，行却不对：发往同一个 rank 的行在发送缓冲区中必须连续，"
-                       "所以在全互换之前要按专家对 token 排序。")),
+                       "所以在全对全之前要按专家对词元排序。")),
     _slip("modulo", ("Rank r holds experts r·E/N … (r+1)·E/N − 1, a contiguous range: expert e lives on rank "
                      "e // (E/N), not e mod N.",
                      "rank r 保存专家 r·E/N … (r+1)·E/N − 1，一段连续的编号：专家 e 在 rank e // (E/N) 上，"
@@ -312,7 +314,7 @@ SEND_PROBES = (
     Probe(lambda expected, got, facts: not _same_rows(got, expected) and _same_set_of_rows(got, expected),
           ("The right rows, in another order: rank 0's first, then rank 1's, …; from each rank sorted by expert, and "
            "for one expert in token order (a stable sort).",
-           "行是对的，顺序不对：先是 rank 0 的，再是 rank 1 的，……；来自每个 rank 的行按专家排序，同一专家内按 token "
+           "行是对的，顺序不对：先是 rank 0 的，再是 rank 1 的，……；来自每个 rank 的行按专家排序，同一专家内按词元"
            "顺序（稳定排序）。")),
 )
 
@@ -321,10 +323,11 @@ def check_send_to_experts(fn) -> bool:
     """Your ``fn(x, expert, num_experts)`` runs on every rank; run on 2, 3 and 1 ranks with
     uneven token counts, a rank with no token and an expert no token chooses. Every all-to-all
     it calls first checks its receive counts against what the other ranks send."""
-    cases = {2: [Case("tokens (5, 2), E = 4", ((5, 2), 4, None))],
-             3: [Case("tokens (4, 0, 7), E = 3", ((4, 0, 7), 3, None)),
-                 Case("tokens (6, 3, 5), E = 6, expert 2 unused", ((6, 3, 5), 6, 2))],
-             1: [Case("tokens (4,), E = 2", ((4,), 2, None))]}
+    cases = {2: [Case(("tokens (5, 2), E = 4", "词元数 (5, 2)，E = 4"), ((5, 2), 4, None))],
+             3: [Case(("tokens (4, 0, 7), E = 3", "词元数 (4, 0, 7)，E = 3"), ((4, 0, 7), 3, None)),
+                 Case(("tokens (6, 3, 5), E = 6, expert 2 unused", "词元数 (6, 3, 5)，E = 6，专家 2 没被选中"),
+                      ((6, 3, 5), 6, 2))],
+             1: [Case(("tokens (4,), E = 2", "词元数 (4,)，E = 2"), ((4,), 2, None))]}
     return check_on_ranks(fn, f"{__name__}:send_driver", cases, same=_same_rows, probes=SEND_PROBES, timeout=45)
 
 
@@ -337,6 +340,6 @@ register(Exercise("11.4", check_send_to_experts, solution=send_to_experts, hint=
     "contiguous; an all-to-all of the counts, one number per rank, because the receive sizes are the other ranks' "
     "send sizes; the all-to-all of the rows with those uneven counts. The combine is the same call with the two "
     "count lists swapped.",
-    "三步，与 ExpertParallelMoE.forward 相同：按专家（稳定）排序，使发往每个 rank 的行连续；对计数做一次全互换，"
-    "每个 rank 一个数，因为接收的大小就是其他 rank 发送的大小；再按这些不均匀的计数对各行做全互换。合并是同一个调用，"
+    "三步，与 ExpertParallelMoE.forward 相同：按专家（稳定）排序，使发往每个 rank 的行连续；对计数做一次全对全，"
+    "每个 rank 一个数，因为接收的大小就是其他 rank 发送的大小；再按这些不均匀的计数对各行做全对全。合并是同一个调用，"
     "只是两个计数列表对调。")))

@@ -117,10 +117,12 @@ def _partial_results(sizes: tuple[int, int], scale: float, seed: int, empty_firs
     return (*a, *b)
 
 
-MERGE_CASES = [Case("blocks of 3 and 4 keys", _partial_results((3, 4), 1.0, 0)),
-               Case("blocks of 1 and 6 keys", _partial_results((1, 6), 1.0, 1)),
-               Case("scores near ±1000 (e^1000 overflows)", _partial_results((4, 2), 400.0, 2)),
-               Case("the first part still empty (lse = −∞)", _partial_results((2, 5), 1.0, 3, empty_first=True))]
+MERGE_CASES = [Case(("blocks of 3 and 4 keys", "3 个键和 4 个键的两块"), _partial_results((3, 4), 1.0, 0)),
+               Case(("blocks of 1 and 6 keys", "1 个键和 6 个键的两块"), _partial_results((1, 6), 1.0, 1)),
+               Case(("scores near ±1000 (e^1000 overflows)", "分数接近 ±1000（e^1000 会溢出）"),
+                    _partial_results((4, 2), 400.0, 2)),
+               Case(("the first part still empty (lse = −∞)", "第一部分仍为空（lse = −∞）"),
+                    _partial_results((2, 5), 1.0, 3, empty_first=True))]
 
 
 def _same_pair(got, expected) -> bool:
@@ -273,9 +275,9 @@ RING_PROBES = (
 def check_ring_forward(fn) -> bool:
     """Your ``fn(q, k, v)``, run on every rank with this rank's chunk of the sequence, must return
     this rank's chunk of full (non-causal) attention: on 1 process and on 3."""
-    cases = {1: [Case("1 head, 4 positions", (1, 1, 4, 3, 0))],
-             3: [Case("2 heads, 3 positions per rank", (2, 2, 3, 4, 1)),
-                 Case("3 heads, 1 position per rank", (1, 3, 1, 5, 2))]}
+    cases = {1: [Case(("1 head, 4 positions", "1 个头，4 个位置"), (1, 1, 4, 3, 0))],
+             3: [Case(("2 heads, 3 positions per rank", "2 个头，每个 rank 3 个位置"), (2, 2, 3, 4, 1)),
+                 Case(("3 heads, 1 position per rank", "3 个头，每个 rank 1 个位置"), (1, 3, 1, 5, 2))]}
     return check_on_ranks(fn, f"{__name__}:ring_driver", cases, same=_same_tensor, probes=RING_PROBES, timeout=60)
 
 

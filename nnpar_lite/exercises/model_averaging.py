@@ -18,7 +18,7 @@ number_exercise(
     answer=lambda P, K, steps, H: communication_per_epoch(P, K, H, steps_per_epoch=steps)["bytes"],
     wrong=[(lambda P, K, steps, H: communication_per_epoch(P, K, H, steps_per_epoch=H)["bytes"],
             ("That is one averaging round; an epoch of 12 local steps averages every H = 4 steps.",
-             "这是一轮平均的量；一个 epoch 有 12 个本地步，每 H = 4 步平均一次。")),
+             "这是一个平均回合的量；一个 epoch 有 12 个本地步，每 H = 4 步平均一次。")),
            (lambda P, K, steps, H: communication_per_epoch(P, K, 1, steps_per_epoch=steps)["bytes"],
             ("That is averaging after every step (H = 1); here the models are averaged every 4 steps.",
              "这是每步都平均（H = 1）的量；这里每 4 步才平均一次。")),
@@ -26,10 +26,10 @@ number_exercise(
             ("That counts values; each float32 value is 4 bytes.", "这数的是值的个数；每个 float32 值占 4 字节。")),
            (lambda P, K, steps, H: 2 * P * 4 * steps / H,
             ("A ring all-reduce sends 2 (K − 1)/K · P values per worker, not 2P.",
-             "环形全归约每个 worker 发送 2 (K − 1)/K · P 个值，而不是 2P。"))],
+             "环形全归约每个计算单元发送 2 (K − 1)/K · P 个值，而不是 2P。"))],
     hint=("Rounds per epoch = local steps per epoch / H; each round a ring all-reduce sends 2 (K − 1)/K · P values of "
           "4 bytes from each worker.",
-          "每个 epoch 的轮数 = 每个 epoch 的本地步数 / H；每一轮环形全归约让每个 worker 发送 2 (K − 1)/K · P 个值，"
+          "每个 epoch 的回合数 = 每个 epoch 的本地步数 / H；每个回合，环形全归约让每个计算单元发送 2 (K − 1)/K · P 个值，"
           "每个 4 字节。"),
     explanation=("{steps} / {H} averaging rounds per epoch, each sending 2 · ({K} − 1)/{K} · {P} values of 4 bytes: "
                  "{answer} bytes, 1/{H} of what averaging after every step (H = 1) sends.",
@@ -74,13 +74,13 @@ TRUE_STATEMENTS = frozenset("ace")   # measured on the widget's runs; tests/test
 WHY = {
     "a": ("with IID shards every worker's steps point roughly the same way: even 8 workers averaged every 32 steps "
           "end within 0.01 of synchronous SGD",
-          "独立同分布时各 worker 的更新方向大致相同：即使 8 个 worker 每 32 步才平均一次，结果也与同步 SGD 相差不到 0.01"),
+          "独立同分布时各计算单元的更新方向大致相同：即使 8 个计算单元每 32 步才平均一次，结果也与同步 SGD 相差不到 0.01"),
     "b": ("with label skew more workers means fewer labels per worker and more drift: K = 8 ends below K = 2",
-          "标签偏斜时 worker 越多，每个 worker 的标签越少、漂移越大：K = 8 的结果低于 K = 2"),
+          "标签偏斜时计算单元越多，每个计算单元的标签越少、漂移越大：K = 8 的结果低于 K = 2"),
     "c": ("with α = 0.03 each worker holds one or two labels, and alone none reaches 0.5",
-          "α = 0.03 时每个 worker 只有一两个标签，单独训练没有一个达到 0.5"),
+          "α = 0.03 时每个计算单元只有一两个标签，单独训练没有一个达到 0.5"),
     "d": ("averaged only every 32 steps, the model has still learnt from every label and beats each worker alone",
-          "即使每 32 步才平均一次，模型也学到了所有标签，胜过每个单独训练的 worker"),
+          "即使每 32 步才平均一次，模型也学到了所有标签，胜过每个单独训练的计算单元"),
     "e": ("with H = 1 averaging is exactly synchronous data parallelism, whatever the split",
           "H = 1 时，无论如何划分数据，平均都恰好等于同步数据并行"),
 }
@@ -110,7 +110,7 @@ def check_statements(answer) -> bool:
     judged = ("true", "正确") if first in letters else ("false", "错误")
     return verdict(False, ("", ""), (
         f"look again at ({first}): you judged it {judged[0]}. Set the sliders as it says and read the legend.",
-        f"再看看 ({first})：你判断它{judged[1]}。按它所说设置滑块，再读图例。"))
+        f"再看看（{first}）：你判断它{judged[1]}。按它所说设置滑块，再读图例。"))
 
 
 register(Exercise("04.3", check_statements, solution="ace", hint=(
@@ -118,7 +118,7 @@ register(Exercise("04.3", check_statements, solution="ace", hint=(
     "points in the legend, and compare the numbers the statement names.",
     "逐条判断：按每条陈述设置滑块（η 保持 0.5），读图例中各曲线的终点数值，再比较陈述里提到的数。"), explanation=(
     "; ".join(f"({k}) {v[0]}" for k, v in WHY.items()) + ".",
-    "；".join(f"({k}) {v[1]}" for k, v in WHY.items()) + "。")))
+    "；".join(f"（{k}）{v[1]}" for k, v in WHY.items()) + "。")))
 
 
 # ------------------------------------------------------------------ 04.4
@@ -163,7 +163,8 @@ def check_your_weighted_average(fn) -> bool:
     """Your ``fn(tensors, weight)`` must replace this rank's tensors, in place, by the weighted
     average over all ranks; run on 2, 3 and 1 ranks, uneven weights, a rank of weight 0."""
     shapes = ((5, 3), (7,), (1,))                  # 23 values: no number of ranks divides them
-    cases = {k: [Case(f"weights {list(w)}", (w, shapes))] for k, w in ((2, (1, 3)), (3, (2, 0, 5)), (1, (4,)))}
+    cases = {k: [Case((f"weights {list(w)}", f"权重 {list(w)}"), (w, shapes))]
+             for k, w in ((2, (1, 3)), (3, (2, 0, 5)), (1, (4,)))}
     return check_on_ranks(fn, f"{__name__}:weighted_average_driver", cases,
                           same=lambda got, expected: same_values(got, expected, rtol=1e-10),
                           probes=(NOT_IN_PLACE, PLAIN_MEAN, NOT_DIVIDED))

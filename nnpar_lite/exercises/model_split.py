@@ -104,7 +104,7 @@ def one_stage_1f1b(num_stages, num_microbatches, stage):
     return order
 
 
-ORDER_CASES = [Case(f"p = {p}, m = {m}, stage {s}", (p, m, s)) for p, m, s in
+ORDER_CASES = [Case((f"p = {p}, m = {m}, stage {s}", f"p = {p}，m = {m}，阶段 {s}"), (p, m, s)) for p, m, s in
                [(1, 1, 0), (1, 5, 0), (2, 1, 0), (2, 1, 1), (3, 2, 0), (3, 2, 1), (3, 2, 2), (4, 2, 0), (5, 1, 1),
                 (4, 6, 0), (4, 6, 1), (4, 6, 3), (5, 3, 1), (6, 9, 2), (3, 7, 1)]]
 
@@ -126,7 +126,7 @@ register(Exercise("05.4", check_one_stage_1f1b, solution=one_stage_1f1b, hint=(
     "Stage s first runs min(p − 1 − s, m) forwards (the last stage none), then alternates one forward and one "
     "backward while forwards remain, then runs the remaining backwards; micro-batches in order 0, 1, … in both.",
     "阶段 s 先做 min(p − 1 − s, m) 次前向（最后一个阶段不做），然后在还有前向时交替做一次前向、一次反向，"
-    "最后做完剩下的反向；前向与反向都按微批次 0, 1, … 的顺序。"), explanation=(
+    "最后做完剩下的反向；前向与反向都按微批次 0、1、… 的顺序。"), explanation=(
     "The same list as nnpar_lite.pipeline.one_f_one_b_schedule(p, m)[s]. The warm-up is what bounds the "
     "activations held: stage s has p − s forwards in flight when its first backward runs.",
     "与 nnpar_lite.pipeline.one_f_one_b_schedule(p, m)[s] 相同。预热决定了持有的激活数：阶段 s 做第一次反向时，"

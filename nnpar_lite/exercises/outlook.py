@@ -58,16 +58,18 @@ def check_largest_zero3(answer: Any) -> bool:
 register(Exercise("13.2", check_largest_zero3, solution=LARGEST_ZERO3, stated=STATED_13_2, hint=(
     "Answer in billions of parameters, one of the widget's sizes. Set mixed precision and 64 devices, move the model "
     "size and read the ZeRO-3 bar against the 80 GB line: ZeRO-3 divides all 16 bytes per parameter by the devices.",
-    "以十亿参数为单位，填小部件提供的一个规模。设为混合精度、64 个设备，移动模型规模，对照 80 GB 的线看 ZeRO-3 "
+    "以十亿参数为单位，填控件提供的一个规模。设为混合精度、64 个设备，移动模型规模，对照 80 GB 的线看 ZeRO-3 "
     "那一条：ZeRO-3 把每个参数的全部 16 字节分到各设备上。"), explanation=(
     "16 Ψ / {devices} ≤ {gb} GB allows Ψ up to 320 B parameters: {answer} B among the widget's sizes; the next one "
     "does not fit. Activations come on top.",
-    "16 Ψ / {devices} ≤ {gb} GB 允许 Ψ 最多 3200 亿参数：小部件的规模中即 {answer} B；再大一档就放不下。"
+    "16 Ψ / {devices} ≤ {gb} GB 允许 Ψ 最多 3200 亿参数：控件的规模中即 {answer} B；再大一档就放不下。"
     "激活值还要另算。"), typical=[(b, ("", "")) for b in costmodel.MODEL_BILLIONS if b != LARGEST_ZERO3]))
 
 
 # 13.3 — a memory budget: the largest model whose model states fit.
-BUDGET_CASES = [Case(f"ZeRO-{z} {prec} on {d} device{'s' if d > 1 else ''} of {gb:g} GB", (gb * 1e9, d, z, prec))
+PRECISION_ZH = {"fp32": "fp32", "mixed": "混合精度"}
+BUDGET_CASES = [Case((f"ZeRO-{z} {prec} on {d} device{'s' if d > 1 else ''} of {gb:g} GB",
+                      f"ZeRO-{z}，{PRECISION_ZH[prec]}，{d} 个 {gb:g} GB 的设备"), (gb * 1e9, d, z, prec))
                 for gb, d, z, prec in [(80, 1, 0, "fp32"), (80, 64, 1, "mixed"), (80, 64, 2, "mixed"),
                                        (80, 64, 3, "mixed"), (24, 3, 2, "fp32"), (40, 8, 1, "fp32"),
                                        (80, 1024, 3, "mixed"), (16, 1, 3, "mixed")]]

@@ -185,21 +185,29 @@ def _stopped(folder: str, world_size: int, error: Exception) -> tuple[str, str]:
     notes = sorted(_notes(folder, "raised") + _notes(folder, "hung"), key=lambda note: note["at"])
     if notes and "error" in notes[0]:
         note = notes[0]
-        return (f"case {note['case']}, rank {note['rank']} of {world_size}: your function raised {note['error']}",
-                f"用例 {note['case']}，{world_size} 个进程中的 rank {note['rank']}：你的函数抛出了 {note['error']}")
+        english, chinese = note["case"]             # the case's name, both editions (a list, as JSON keeps it)
+        return (f"case {english}, rank {note['rank']} of {world_size}: your function raised {note['error']}",
+                f"用例 {chinese}，{world_size} 个进程中的 rank {note['rank']}：你的函数抛出了 {note['error']}")
     if notes:
         hung = [n for n in notes if "error" not in n]
         note, waiting = hung[0], [str(r) for r in sorted(n["rank"] for n in hung)]
-        return (f"case {note['case']} on {world_size} ranks: rank {' and '.join(waiting)} still waited after "
+        english, chinese = note["case"]
+        return (f"case {english} on {world_size} ranks: rank {' and '.join(waiting)} still waited after "
                 f"{HANG_AFTER:g} s: a deadlock. Does every send meet a recv on the other side, in an order that lets "
                 "both go on "
                 "(a blocking send first on every rank waits for ever), and does every rank call every collective?",
-                f"用例 {note['case']}，{world_size} 个进程：rank {'、'.join(waiting)} 等了 {HANG_AFTER:g} 秒"
+                f"用例 {chinese}，{world_size} 个进程：rank {'、'.join(waiting)} 等了 {HANG_AFTER:g} 秒"
                 "仍未完成，发生了死锁。"
                 "每个 send 在另一端都有对应的 recv 吗？顺序能否让双方都继续（所有 rank 都先做阻塞 send 就会永远等待）？"
                 "每个 rank 都调用了每一个集合通信吗？")
     reason = str(error).splitlines()[0]
     return (f"on {world_size} ranks: {reason}", f"在 {world_size} 个进程上：{reason}")
+
+
+def on_rank(case: Case, rank: int, world_size: int) -> Case:
+    """The case as one rank saw it: its name says which rank of how many."""
+    english, chinese = case.name
+    return Case((f"{english}, rank {rank} of {world_size}", f"{chinese}，{world_size} 个进程中的 rank {rank}"), case.args)
 
 
 def check_on_ranks(fn: Callable, driver: str, cases_by_world: dict[int, list], *,
@@ -216,8 +224,9 @@ def check_on_ranks(fn: Callable, driver: str, cases_by_world: dict[int, list], *
     except ValueError as error:
         return verdict(False, ("", ""), (str(error), str(error)))
     results: list[Result] = []
-    passed = "; ".join(f"{', '.join(c.name for c in cases)} on {w} rank{'s' * (w > 1)}"
-                       for w, cases in cases_by_world.items())
+    passed = say("; ".join(f"{', '.join(c.name[0] for c in cases)} on {w} rank{'s' * (w > 1)}"
+                           for w, cases in cases_by_world.items()),
+                 "；".join(f"{w} 个进程上：{'、'.join(c.name[1] for c in cases)}" for w, cases in cases_by_world.items()))
     for world_size, cases in cases_by_world.items():      # stops at the first world size that fails
         with tempfile.TemporaryDirectory(prefix="nnpar-exercise-") as folder:
             try:
@@ -231,7 +240,7 @@ def check_on_ranks(fn: Callable, driver: str, cases_by_world: dict[int, list], *
             raise NotImplementedError
         for i, case in enumerate(cases):
             for rank, (expected, got, facts) in enumerate(r[i] for r in per_rank):
-                results.append(Result(Case(f"{case.name}, rank {rank} of {world_size}", case.args), expected, got,
+                results.append(Result(on_rank(case, rank, world_size), expected, got,
                                       None, {**facts, "rank": rank, "world_size": world_size}))
         if first_failure(results, same) is not None:
             break

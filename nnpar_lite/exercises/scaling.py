@@ -66,12 +66,12 @@ def check_zero2_devices(answer: Any) -> bool:
 register(Exercise("07.2", check_zero2_devices, solution=ZERO2_DEVICES, stated=STATED_07_2, hint=(
     "ZeRO-2 shards gradients and optimizer state over the devices, but every device keeps all the 2-byte weights. "
     "Set the widget to mixed and 30 B, then move the devices slider and read the ZeRO-2 bar against the 80 GB line.",
-    "ZeRO-2 把梯度和优化器状态分片到各设备，但每个设备都保留全部 2 字节的权重。把小部件设为 mixed、30 B，"
+    "ZeRO-2 把梯度和优化器状态分片到各设备，但每个设备都保留全部 2 字节的权重。把控件设为 mixed、30 B，"
     "再移动设备数滑块，对照 80 GB 的线看 ZeRO-2 那一条。"), explanation=(
     "2Ψ of fp16 weights stay whole: 60 GB. The rest, 14Ψ = 420 GB, is divided by d: 60 + 420/d ≤ {gb} needs d ≥ 21, "
     "so {answer} among the widget's counts. In fp32 the weights alone take 4Ψ = 120 GB: ZeRO-2 never fits.",
     "2Ψ 的 fp16 权重不分片：60 GB。其余 14Ψ = 420 GB 除以 d：60 + 420/d ≤ {gb} 需要 d ≥ 21，"
-    "小部件的选项中即 {answer}。若用 fp32，仅权重就占 4Ψ = 120 GB：ZeRO-2 永远放不下。"),
+    "控件的选项中即 {answer}。若用 fp32，仅权重就占 4Ψ = 120 GB：ZeRO-2 永远放不下。"),
     typical=[(d, ("", "")) for d in costmodel.DEVICE_COUNTS if d != ZERO2_DEVICES]))
 
 
@@ -115,10 +115,10 @@ FIT_CASES = [
                 synthetic_allreduce_times(a, b, p, np.geomspace(4096, 64 * 2 ** 20, points), noise=0.15,
                                           seed=seed).tolist(), p))
     for name, a, b, p, points, seed in [
-        ("2 processes (loopback)", 50e-6, 1e-9, 2, 9, 11),
-        ("3 processes (11 sizes)", 20e-6, 2e-10, 3, 11, 12),
-        ("8 processes (fast network)", 5e-6, 5e-11, 8, 10, 13),
-        ("4 processes (slow network)", 1e-4, 8e-9, 4, 7, 14),
+        (("2 processes (loopback)", "2 个进程（本机回环）"), 50e-6, 1e-9, 2, 9, 11),
+        (("3 processes (11 sizes)", "3 个进程（11 种大小）"), 20e-6, 2e-10, 3, 11, 12),
+        (("8 processes (fast network)", "8 个进程（快速网络）"), 5e-6, 5e-11, 8, 10, 13),
+        (("4 processes (slow network)", "4 个进程（慢速网络）"), 1e-4, 8e-9, 4, 7, 14),
     ]]
 
 

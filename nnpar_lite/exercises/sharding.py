@@ -130,8 +130,9 @@ NOT_SHARED = Probe(lambda expected, got, facts: facts["world_size"] > 1 and same
 def check_zero1_step(fn) -> bool:
     """Your ``fn(flat_params, flat_grad, momentum, lr, beta)`` must do one ZeRO-1 step in place;
     run on 1 rank and on 3, for several steps, with chunks of 1 to 5 elements."""
-    cases = {1: [Case("chunks of 5, 2 steps", (5, 2))],
-             3: [Case("chunks of 4, 3 steps", (4, 3)), Case("chunks of 1, 2 steps", (1, 2))]}
+    cases = {1: [Case(("chunks of 5, 2 steps", "每块 5 个元素，2 步"), (5, 2))],
+             3: [Case(("chunks of 4, 3 steps", "每块 4 个元素，3 步"), (4, 3)),
+                 Case(("chunks of 1, 2 steps", "每块 1 个元素，2 步"), (1, 2))]}
     return check_on_ranks(fn, f"{__name__}:zero1_driver", cases, probes=(NOT_DIVIDED, NOT_SHARED))
 
 

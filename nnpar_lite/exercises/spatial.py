@@ -77,7 +77,8 @@ def tile_halo_rows(height, num_tiles, tile, kernel):
     return list(range(max(first - halo, 0), min(stop + halo, height)))
 
 
-ROW_CASES = [Case(f"height {h}, {n} tiles, tile {t}, {k}×{k} kernel", (h, n, t, k)) for h, n, t, k in
+ROW_CASES = [Case((f"height {h}, {n} tiles, tile {t}, {k}×{k} kernel", f"高 {h}，{n} 个图块，图块 {t}，{k}×{k} 卷积核"),
+                  (h, n, t, k)) for h, n, t, k in
              [(11, 3, 0, 3), (11, 3, 1, 3), (11, 3, 2, 5), (10, 4, 1, 7), (10, 4, 3, 7), (7, 1, 0, 5),
               (9, 9, 4, 3), (12, 5, 4, 1), (100, 7, 3, 9), (13, 2, 1, 15)]]
 
@@ -102,4 +103,4 @@ register(Exercise("06.3", check_tile_halo_rows, solution=tile_halo_rows, hint=(
     "The same rows as nnpar_lite.spatial.halo_rows. Rows beyond the image are zero padding: each tile makes them "
     "itself, nobody sends them. A halo wider than the neighbouring tile reaches the tile after it.",
     "与 nnpar_lite.spatial.halo_rows 相同。图像之外的行是零填充：每个图块自己补零，没有人发送。"
-    "光环比相邻图块还宽时，会延伸到再下一个图块。")))
+    "光晕比相邻图块还宽时，会延伸到再下一个图块。")))

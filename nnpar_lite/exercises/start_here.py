@@ -21,7 +21,7 @@ number_exercise(
              "权重对了，除数不对：要除以样本数，而不是计算单元数。")),
            (lambda L0, n0, L1, n1: n0 * L0 + n1 * L1,
             ("That is the total loss of the batch; its mean divides it by the samples.",
-             "这是整个批次的总损失；平均值还要除以样本数。")),
+             "这是整个批量的总损失；平均值还要除以样本数。")),
            (lambda L0, n0, L1, n1: (n1 * L0 + n0 * L1) / (n0 + n1),
             ("Each worker's mean got the other's sample count.", "每个计算单元的平均值配上了另一个的样本数。"))],
     hint=("A worker's mean loss stands for all of its samples: rebuild each worker's total loss, add the totals, "
@@ -57,7 +57,7 @@ number_exercise(
     explanation=("At K = {K}, skew = {skew} the widget's shards hold n₀ = 60/(2 · {answer}) samples and the rest. "
                  "The plain mean gives worker 0's mean the weight 1/2; in the mean over all {N} samples its n₀ "
                  "samples weigh n₀/{N}: the plain mean over-weights it {answer} times.",
-                 "K = {K}、skew = {skew} 时，小部件的分片中计算单元 0 有 n₀ = 60/(2 · {answer}) 个样本，其余归另一个。"
+                 "K = {K}、skew = {skew} 时，控件的分片中计算单元 0 有 n₀ = 60/(2 · {answer}) 个样本，其余归另一个。"
                  "简单平均给计算单元 0 的平均值权重 1/2；在全部 {N} 个样本的平均中，它的 n₀ 个样本只占 n₀/{N}："
                  "简单平均把它高估了 {answer} 倍。"))
 
@@ -69,11 +69,11 @@ def weighted_shard_mean(shard_means, shard_sizes):
     return total / sum(shard_sizes)
 
 
-CASES = [Case("two equal shards", ([0.2, 0.6], [10, 10])),
-         Case("uneven sizes 10 and 30", ([0.9, 0.3], [10, 30])),
-         Case("K = 4, sizes 1, 2, 3, 54", ([2.0, 1.0, 0.5, 0.25], [1, 2, 3, 54])),
-         Case("K = 3, one shard of one sample", ([0.125, 4.0, 1.5], [7, 1, 12])),
-         Case("K = 1", ([0.7], [5]))]
+CASES = [Case(("two equal shards", "两个大小相同的分片"), ([0.2, 0.6], [10, 10])),
+         Case(("uneven sizes 10 and 30", "大小不等的 10 和 30"), ([0.9, 0.3], [10, 30])),
+         Case(("K = 4, sizes 1, 2, 3, 54", "K = 4，大小 1、2、3、54"), ([2.0, 1.0, 0.5, 0.25], [1, 2, 3, 54])),
+         Case(("K = 3, one shard of one sample", "K = 3，有一个分片只有一个样本"), ([0.125, 4.0, 1.5], [7, 1, 12])),
+         Case(("K = 1", "K = 1"), ([0.7], [5]))]
 
 PLAIN_MEAN = Probe(lambda expected, got, facts: same_number(got, sum(facts["args"][0]) / len(facts["args"][0])),
                    ("That is the plain mean of the shard means, right only for equal shards.",

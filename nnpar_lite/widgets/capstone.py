@@ -13,7 +13,8 @@ from matplotlib.patches import FancyBboxPatch
 from .. import costmodel, rank_budget
 from ..data import char_vocabulary
 from ..mesh import Mesh
-from . import interactive_figure
+from ..language import say
+from . import caption, interactive_figure, memory_part
 
 GROUP_COLOURS = {"tp": "C0", "pp": "C1", "dp": "C2", "embedding": "C3"}
 MEMORY_PARTS = ("parameters", "gradients", "optimizer state", "activations")
@@ -28,11 +29,12 @@ def program_sizes() -> SimpleNamespace:
 def _holds(config, mesh: Mesh, stage: int) -> str:
     layers = list(range(stage * config.n_layer // mesh.pp, (stage + 1) * config.n_layer // mesh.pp))
     parts = ["wte, wpe"] if stage == 0 else []
-    parts.append(f"blocks {layers[0]}–{layers[-1]}" if len(layers) > 1 else f"block {layers[0]}")
+    parts.append(caption(f"blocks {layers[0]}–{layers[-1]}", f"块 {layers[0]}–{layers[-1]}") if len(layers) > 1
+                 else caption(f"block {layers[0]}", f"块 {layers[0]}"))
     if mesh.tp > 1:
         parts[-1] += f" (1/{mesh.tp})"
     if stage == mesh.pp - 1:
-        parts.append("ln_f, head" + (" (wte copy)" if mesh.pp > 1 and config.tie_weights else ""))
+        parts.append("ln_f, head" + (caption(" (wte copy)", "（wte 副本）") if mesh.pp > 1 and config.tie_weights else ""))
     return "\n".join(parts)
 
 
@@ -57,8 +59,10 @@ def mesh_figure(dp: int = 2, tp: int = 2, pp: int = 2, config=None):
     ax.axis("off")
     ax.set_title(f"dp = {dp} × pp = {pp} × tp = {tp}: rank r = (d · {pp} + p) · {tp} + t", fontsize=9)
     ax.legend(handles=[plt.Line2D([], [], color=GROUP_COLOURS[k], ls=s, lw=2, label=label) for k, s, label in (
-        ("tp", "-", "tp group: all-reduce activations (f, g)"), ("pp", "-", "pp group: send activations / gradients"),
-        ("dp", "--", "dp group: all-reduce gradients"), ("embedding", ":", "first + last stage: Σ tied wte gradient"))],
+        ("tp", "-", caption("tp group: all-reduce activations (f, g)", "tp 组：对激活值做全归约（f、g）")),
+        ("pp", "-", caption("pp group: send activations / gradients", "pp 组：发送激活值 / 梯度")),
+        ("dp", "--", caption("dp group: all-reduce gradients", "dp 组：对梯度做全归约")),
+        ("embedding", ":", caption("first + last stage: Σ tied wte gradient", "首个 + 最后一个阶段：绑定的 wte 梯度求和")))],
         fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
@@ -89,7 +93,7 @@ def loss_figure(one_process: dict, runs: dict[str, dict]):
     Right: each layout's largest relative gap to one process up to that step, against 10⁻⁵."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.3))
     steps = np.arange(len(one_process["losses"]))
-    left.plot(steps, one_process["losses"], "k-", lw=4, alpha=0.3, label="one process")
+    left.plot(steps, one_process["losses"], "k-", lw=4, alpha=0.3, label=caption("one process", "单进程"))
     for i, (label, run) in enumerate(runs.items()):
         n = len(run["losses"])
         left.plot(steps[:n], run["losses"], "o-", ms=3, lw=1, color=f"C{i}", label=label)
@@ -97,8 +101,9 @@ def loss_figure(one_process: dict, runs: dict[str, dict]):
         right.semilogy(steps[:n], np.maximum(np.maximum.accumulate(gaps), 1e-9), "o-", ms=3, color=f"C{i}")
     right.axhline(1e-5, color="k", ls="--", lw=1)
     right.text(0, 1.3e-5, "rtol 10⁻⁵", fontsize=7)
-    left.set(xlabel="step", ylabel="mean loss of the global batch")
-    right.set(xlabel="step", ylabel="largest relative gap so far", ylim=(1e-9, 1e-3))
+    left.set(xlabel=caption("step", "步"), ylabel=caption("mean loss of the global batch", "全局批量的平均损失"))
+    right.set(xlabel=caption("step", "步"), ylabel=caption("largest relative gap so far", "迄今最大的相对差距"),
+              ylim=(1e-9, 1e-3))
     left.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -128,9 +133,10 @@ def layout_figure(dp: int = 2, tp: int = 2, pp: int = 1, micro_batches: int = 2,
     _measured_dots(mem, sent, _matching(measured, layout), pp)
     step = rank_budget.predicted_step_time(config, mesh, micro_batches=micro_batches, compute_one=compute_one,
                                            alpha=alpha, beta=beta, cores=cores, **kw)
-    fig.suptitle(f"N = {mesh.world_size} ranks · bubble {costmodel.bubble_fraction(pp, micro_batches):.0%} · "
-                 f"predicted step {step * 1e3:.0f} ms" + _measured_time(_matching(measured, layout)),
-                 fontsize=9)
+    bubble = costmodel.bubble_fraction(pp, micro_batches)
+    fig.suptitle(caption(f"N = {mesh.world_size} ranks · bubble {bubble:.0%} · predicted step {step * 1e3:.0f} ms",
+                         f"N = {mesh.world_size} 个 rank · 气泡 {bubble:.0%} · 预测每步 {step * 1e3:.0f} ms")
+                 + _measured_time(_matching(measured, layout)), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -138,11 +144,14 @@ def layout_figure(dp: int = 2, tp: int = 2, pp: int = 1, micro_batches: int = 2,
 def _layout_problem(config, mesh: Mesh, micro_batches: int, global_batch: int) -> str:
     """Why this layout cannot run train_gpt's GPT and batch ('' when it can)."""
     if config.n_head % mesh.tp:
-        return f"{config.n_head} heads do not divide among tp = {mesh.tp} ranks"
+        return caption(f"{config.n_head} heads do not divide among tp = {mesh.tp} ranks",
+                       f"{config.n_head} 个头不能均分给 tp = {mesh.tp} 个 rank")
     if config.n_layer % mesh.pp:
-        return f"{config.n_layer} layers do not divide into pp = {mesh.pp} stages"
+        return caption(f"{config.n_layer} layers do not divide into pp = {mesh.pp} stages",
+                       f"{config.n_layer} 层不能均分为 pp = {mesh.pp} 个阶段")
     if global_batch % mesh.dp or global_batch // mesh.dp < micro_batches:
-        return f"a batch of {global_batch} does not split into dp = {mesh.dp} × {micro_batches} micro-batches"
+        return caption(f"a batch of {global_batch} does not split into dp = {mesh.dp} × {micro_batches} micro-batches",
+                       f"大小为 {global_batch} 的批量不能分成 dp = {mesh.dp} × {micro_batches} 个微批次")
     return ""
 
 
@@ -150,10 +159,10 @@ def _memory_bars(ax, memory: list[dict], optimizer: str) -> None:
     bottom = np.zeros(len(memory))
     for i, part in enumerate(MEMORY_PARTS):
         values = np.array([m[part] for m in memory]) / 1024
-        ax.bar(range(len(memory)), values, bottom=bottom, color=f"C{i}", label=part)
+        ax.bar(range(len(memory)), values, bottom=bottom, color=f"C{i}", label=memory_part(part))
         bottom += values
-    ax.set_xticks(range(len(memory)), [f"stage {s}" for s in range(len(memory))])
-    ax.set_ylabel(f"KiB per rank ({optimizer})")
+    ax.set_xticks(range(len(memory)), [caption(f"stage {s}", f"阶段 {s}") for s in range(len(memory))])
+    ax.set_ylabel(caption(f"KiB per rank ({optimizer})", f"每个 rank 的 KiB（{optimizer}）"))
     ax.legend(fontsize=7)
 
 
@@ -163,7 +172,7 @@ def _sent_bars(ax, bytes_sent: list[dict]) -> None:
         ax.bar(np.arange(4) + s * width, [sent[k] / 1024 for k in GROUP_COLOURS], width,
                color=[GROUP_COLOURS[k] for k in GROUP_COLOURS], alpha=1 - 0.5 * s / len(bytes_sent), ec="k")
     ax.set_xticks(np.arange(4) + 0.4 - width / 2, list(GROUP_COLOURS))
-    ax.set_ylabel("KiB sent per step, one bar per stage")
+    ax.set_ylabel(caption("KiB sent per step, one bar per stage", "每步发送的 KiB，每个阶段一根柱"))
 
 
 def _matching(measured: list[dict] | None, layout: dict) -> dict | None:
@@ -176,7 +185,7 @@ def _measured_dots(mem, sent, run: dict | None, pp: int) -> None:
     for row in run["report"]:
         if row["dp"] == 0 and row["tp"] == 0:
             total = sum(row["measured"]["memory"][k] for k in MEMORY_PARTS) / 1024
-            mem.plot(row["pp"], total, "kD", ms=6, label="measured" if row["pp"] == 0 else None)
+            mem.plot(row["pp"], total, "kD", ms=6, label=caption("measured", "实测") if row["pp"] == 0 else None)
             for j, k in enumerate(GROUP_COLOURS):
                 sent.plot(j + row["pp"] * 0.8 / pp, row["measured"]["sent"][k] / 1024, "kD", ms=5)
     mem.legend(fontsize=7)
@@ -185,7 +194,8 @@ def _measured_dots(mem, sent, run: dict | None, pp: int) -> None:
 def _measured_time(run: dict | None) -> str:
     if run is None:
         return ""
-    return f", measured {statistics.median(run['step_seconds'][1:] or run['step_seconds']) * 1e3:.0f} ms"
+    median = statistics.median(run["step_seconds"][1:] or run["step_seconds"]) * 1e3
+    return caption(f", measured {median:.0f} ms", f"，实测 {median:.0f} ms")
 
 
 def layout_widget(config=None, measured: list[dict] | None = None, alpha: float = 5e-5, beta: float = 1e-9,
@@ -199,8 +209,9 @@ def layout_widget(config=None, measured: list[dict] | None = None, alpha: float 
     controls = {"dp": widgets.SelectionSlider(value=2, description="dp", **sizes),
                 "tp": widgets.SelectionSlider(value=2, description="tp", **sizes),
                 "pp": widgets.SelectionSlider(value=1, description="pp", **sizes),
-                "micro_batches": widgets.IntSlider(value=2, min=1, max=8, description="micro-batches"),
+                "micro_batches": widgets.IntSlider(value=2, min=1, max=8, description=say("micro-batches", "微批次")),
                 "zero": widgets.Checkbox(value=False, description="ZeRO-1"),
-                "optimizer": widgets.ToggleButtons(options=["sgd", "adamw"], value="sgd", description="optimizer")}
+                "optimizer": widgets.ToggleButtons(options=["sgd", "adamw"], value="sgd",
+                                                   description=say("optimizer", "优化器"))}
     return interactive_figure(controls, [["dp", "tp", "pp"], ["micro_batches", "zero", "optimizer"]], lambda **v: layout_figure(
         config=config, measured=measured, alpha=alpha, beta=beta, compute_one=compute_one, cores=cores, **v))

@@ -11,7 +11,8 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from ..experiments.experts import WIDGET_GRID, routing_table
-from . import interactive_figure
+from ..language import say
+from . import caption, interactive_figure
 
 GAP = 1.5           # rows of space between two ranks' bands, and between groups in a buffer
 
@@ -67,7 +68,8 @@ def dispatch_figure(example: dict):
             rows = groups[source][r]
             _stack(ax, 7.0, y_receive, [expert_color(e, num_experts) for e in rows])
             if rows:
-                ax.text(7.9, y_receive - len(rows) / 2, f"from {source}", va="center", fontsize=7)
+                ax.text(7.9, y_receive - len(rows) / 2, caption(f"from {source}", f"来自 {source}"), va="center",
+                        fontsize=7)
             y_receive -= len(rows) + GAP
         top -= heights[r] + GAP
     _dispatch_lines(ax, groups, heights)
@@ -90,12 +92,15 @@ def _dispatch_lines(ax, groups: list, heights: list) -> None:
 
 def _dispatch_labels(ax, example: dict, bottom: float) -> None:
     per_rank = example["E"] // example["N"]
-    for x, text in ((0.4, "tokens and their k choices\n(crossed: dropped)"), (3.4, "send buffer,\nsorted by expert"),
-                    (7.4, "received,\nby source rank")):
+    for x, text in ((0.4, caption("tokens and their k choices\n(crossed: dropped)", "词元及其 k 个选择\n（打叉：被丢弃）")),
+                    (3.4, caption("send buffer,\nsorted by expert", "发送缓冲区，\n按专家排序")),
+                    (7.4, caption("received,\nby source rank", "收到的行，\n按来源 rank"))):
         ax.text(x, 1.4, text, ha="center", va="bottom", fontsize=8)
-    ax.text(5.6, 0.6, "dispatch: all-to-all →\n← combine: the same rows back", ha="center", fontsize=8, color="0.3")
+    ax.text(5.6, 0.6, caption("dispatch: all-to-all →\n← combine: the same rows back", "分发：全对全 →\n← 合并：同样的行发回"),
+            ha="center", fontsize=8, color="0.3")
     handles = [Rectangle((0, 0), 1, 1, fc=expert_color(e, example["E"]), ec="k", lw=0.4) for e in range(example["E"])]
-    ax.legend(handles, [f"expert {e} (rank {e // per_rank})" for e in range(example["E"])], fontsize=7,
+    ax.legend(handles, [caption(f"expert {e} (rank {e // per_rank})", f"专家 {e}（rank {e // per_rank}）")
+                        for e in range(example["E"])], fontsize=7,
               loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_xlim(-1.6, 9.2)
     ax.set_ylim(bottom, 3.2)
@@ -115,20 +120,23 @@ def load_figure(runs: list[dict], last: int = 20):
         width = 0.8 / layers
         for layer in range(layers):
             x = np.arange(num_experts) + (layer - (layers - 1) / 2) * width
-            ax.bar(x, load[layer], width, color=f"C{layer}", label=f"layer {layer}: computed")
+            ax.bar(x, load[layer], width, color=f"C{layer}",
+                   label=caption(f"layer {layer}: computed", f"第 {layer} 层：计算"))
             ax.bar(x, wanted[layer] - load[layer], width, bottom=load[layer], color="white", ec=f"C{layer}",
-                   hatch="///", label=f"layer {layer}: dropped")
-        ax.axhline(run["capacity"], color="k", ls="--", lw=1, label=f"capacity C = {run['capacity']}")
+                   hatch="///", label=caption(f"layer {layer}: dropped", f"第 {layer} 层：丢弃"))
+        ax.axhline(run["capacity"], color="k", ls="--", lw=1,
+                   label=caption("capacity", "容量") + f" C = {run['capacity']}")
         ax.set_xticks(range(num_experts))
-        ax.set_xlabel("expert")
-        ax.set_title(f"α = {run['alpha']:g}: chosen per step (last {last} steps)", fontsize=9)
-    axes[0].set_ylabel("assignments per step")
+        ax.set_xlabel(caption("expert", "专家"))
+        ax.set_title(caption(f"α = {run['alpha']:g}: chosen per step (last {last} steps)",
+                             f"α = {run['alpha']:g}：每步被选中的次数（最后 {last} 步）"), fontsize=9)
+    axes[0].set_ylabel(caption("assignments per step", "每步的分配数"))
     axes[len(runs) - 1].legend(fontsize=7)
     for run in runs:
         share = np.array(run["dropped"]).sum(1) / (run["assignments"] * np.array(run["dropped"]).shape[1])
         axes[-1].plot(100 * share, label=f"α = {run['alpha']:g}")
-    axes[-1].set_xlabel("training step")
-    axes[-1].set_ylabel("% of assignments dropped")
+    axes[-1].set_xlabel(caption("training step", "训练步"))
+    axes[-1].set_ylabel(caption("% of assignments dropped", "被丢弃的分配（%）"))
     axes[-1].legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -148,9 +156,10 @@ def routing_figure(table, experts: int = 8, top_k: int = 2, capacity_factor=1.25
     if experts % ranks:
         for ax in (left, right):
             ax.axis("off")
-        left.text(0.5, 0.5, f"{experts} experts do not split over {ranks} ranks:\nE must be a multiple of N",
+        left.text(0.5, 0.5, caption(f"{experts} experts do not split over {ranks} ranks:\nE must be a multiple of N",
+                                    f"{experts} 个专家不能均分给 {ranks} 个 rank：\nE 必须是 N 的倍数"),
                   ha="center", va="center", fontsize=11, transform=left.transAxes)
-        print(f"{experts} experts do not split over {ranks} ranks")
+        print(say(f"{experts} experts do not split over {ranks} ranks", f"{experts} 个专家不能均分给 {ranks} 个 rank"))
         return fig
     row = next(r for r in table if (r["E"], r["k"], r["cf"], r["N"], r["skew"]) ==
                (experts, top_k, capacity_factor, ranks, skew))
@@ -162,23 +171,33 @@ def routing_figure(table, experts: int = 8, top_k: int = 2, capacity_factor=1.25
     if row["capacity"] is not None:
         left.axhline(ranks * row["capacity"], color="k", ls="--", lw=1, label=f"N·C = {ranks} × {row['capacity']}")
         left.legend(fontsize=8)
-    left.set_xlabel("expert (colour: the rank that holds it)")
-    left.set_ylabel("tokens")
-    left.set_title(f"{WIDGET_GRID['tokens']:,} tokens, {row['assignments']:,} assignments", fontsize=9)
+    left.set_xlabel(caption("expert (colour: the rank that holds it)", "专家（颜色：持有它的 rank）"))
+    left.set_ylabel(caption("tokens", "词元数"))
+    left.set_title(caption(f"{WIDGET_GRID['tokens']:,} tokens, {row['assignments']:,} assignments",
+                           f"{WIDGET_GRID['tokens']:,} 个词元，{row['assignments']:,} 次分配"), fontsize=9)
     mib = np.array(row["sent"]) / 2 ** 20
     right.bar(range(ranks), mib, color=[plt.get_cmap("tab10")(r % 10) for r in range(ranks)])
-    right.axhline(row["balanced"] / 2 ** 20, color="k", ls="--", lw=1, label="T·k·(N−1)/N·d·bytes")
+    right.axhline(row["balanced"] / 2 ** 20, color="k", ls="--", lw=1,
+                  label=caption("T·k·(N−1)/N·d·bytes", "T·k·(N−1)/N·d·字节数"))
     right.set_xticks(range(ranks))
     right.set_xlabel("rank")
-    right.set_ylabel("MiB sent, one all-to-all")
+    right.set_ylabel(caption("MiB sent, one all-to-all", "一次全对全发送的 MiB"))
     right.legend(fontsize=8)
     right.set_title(f"d = {WIDGET_GRID['d_model']:,}, bf16", fontsize=9)
     fig.tight_layout()
-    share = 100 * row["dropped"] / row["assignments"]
-    print(f"dropped {row['dropped']:,} of {row['assignments']:,} assignments ({share:.1f} %);"
-          f" busiest expert {max(row['load']):,} tokens, mean {sum(row['load']) / experts:,.0f}; most sent by a rank "
-          f"{max(mib):.2f} MiB, balanced formula {row['balanced'] / 2 ** 20:.2f} MiB")
+    _print_counts(row, experts, mib)
     return fig
+
+
+def _print_counts(row: dict, experts: int, mib: np.ndarray) -> None:
+    """What the routing figure shows, in numbers."""
+    share = 100 * row["dropped"] / row["assignments"]
+    dropped, assignments, busiest = f"{row['dropped']:,}", f"{row['assignments']:,}", f"{max(row['load']):,}"
+    mean, balanced = f"{sum(row['load']) / experts:,.0f}", f"{row['balanced'] / 2 ** 20:.2f}"
+    print(say(f"dropped {dropped} of {assignments} assignments ({share:.1f} %); busiest expert {busiest} tokens, "
+              f"mean {mean}; most sent by a rank {max(mib):.2f} MiB, balanced formula {balanced} MiB",
+              f"{assignments} 次分配中丢弃 {dropped} 次（{share:.1f} %）；最忙的专家 {busiest} 个词元，平均 {mean}；"
+              f"单个 rank 最多发送 {max(mib):.2f} MiB，均衡公式 {balanced} MiB"))
 
 
 def experts_widget(table=None):
@@ -188,13 +207,15 @@ def experts_widget(table=None):
 
     table = _default_table() if table is None else table
     controls = {
-        "experts": widgets.ToggleButtons(options=list(WIDGET_GRID["experts"]), value=8, description="experts E"),
+        "experts": widgets.ToggleButtons(options=list(WIDGET_GRID["experts"]), value=8,
+                                         description=say("experts E", "专家数 E")),
         "top_k": widgets.ToggleButtons(options=list(WIDGET_GRID["top_k"]), value=2, description="top-k"),
-        "capacity_factor": widgets.SelectionSlider(options=[("none", None)] + [(f"{f:g}", f) for f in
-                                                                               WIDGET_GRID["factors"][1:]],
-                                                   value=1.25, description="capacity"),
-        "ranks": widgets.ToggleButtons(options=list(WIDGET_GRID["ranks"]), value=4, description="ranks N"),
-        "skew": widgets.SelectionSlider(options=list(WIDGET_GRID["skews"]), value=1.0, description="router skew"),
+        "capacity_factor": widgets.SelectionSlider(options=[(say("none", "无"), None)] + [
+            (f"{f:g}", f) for f in WIDGET_GRID["factors"][1:]], value=1.25, description=say("capacity", "容量因子")),
+        "ranks": widgets.ToggleButtons(options=list(WIDGET_GRID["ranks"]), value=4,
+                                       description=say("ranks N", "rank 数 N")),
+        "skew": widgets.SelectionSlider(options=list(WIDGET_GRID["skews"]), value=1.0,
+                                        description=say("router skew", "路由偏斜")),
     }
     return interactive_figure(controls, [["experts", "top_k"], ["capacity_factor", "ranks"], ["skew"]],
                               lambda **v: routing_figure(table, **v))

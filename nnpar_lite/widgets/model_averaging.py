@@ -6,11 +6,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..experiments.model_averaging import compare_schemes, label_counts
-from . import interactive_figure
+from ..language import say
+from . import caption, interactive_figure
 
 
 def _split_name(alpha: float | None) -> str:
-    return "IID" if alpha is None else f"α = {alpha:g}"
+    return caption("IID", "独立同分布") if alpha is None else f"α = {alpha:g}"
 
 
 def label_histogram_figure(num_workers: int = 4, alphas=(None, 1.0, 0.1)):
@@ -22,11 +23,14 @@ def label_histogram_figure(num_workers: int = 4, alphas=(None, 1.0, 0.1)):
         for label in range(10):
             ax.bar(range(num_workers), counts[:, label], bottom=bottom, color=plt.cm.tab10(label), label=str(label))
             bottom += counts[:, label]
-        ax.set_title("IID" if alpha is None else f"Dirichlet, concentration α = {alpha:g}", fontsize=9)
-        ax.set_xlabel("worker")
+        ax.set_title(caption("IID", "独立同分布") if alpha is None else
+                     caption(f"Dirichlet, concentration α = {alpha:g}", f"狄利克雷划分，集中度参数 α = {alpha:g}"),
+                     fontsize=9)
+        ax.set_xlabel(caption("worker", "计算单元"))
         ax.set_xticks(range(num_workers))
-    np.atleast_1d(axes)[0].set_ylabel("samples")
-    np.atleast_1d(axes)[-1].legend(title="label", fontsize=6, title_fontsize=7, ncol=2, loc="upper right")
+    np.atleast_1d(axes)[0].set_ylabel(caption("samples", "样本数"))
+    np.atleast_1d(axes)[-1].legend(title=caption("label", "标签"), fontsize=6, title_fontsize=7, ncol=2,
+                                   loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -36,16 +40,21 @@ def compare_schemes_figure(num_workers: int = 4, local_steps: int = 8, alpha: fl
     """Test accuracy against local steps: averaged every H steps, synchronous, each worker alone."""
     r = compare_schemes(num_workers, local_steps, alpha, lr, total_steps)
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    ax.plot(r["synchronous"], color="k", lw=1.5, label=f"synchronous data parallel: {r['synchronous'][-1]:.2f}")
+    ax.plot(r["synchronous"], color="k", lw=1.5,
+            label=caption("synchronous data parallel", "同步数据并行") + f": {r['synchronous'][-1]:.2f}")
     ax.plot(r["averaged steps"], r["averaged"], "o-", ms=3, color="C3",
-            label=f"averaged every H = {local_steps} steps: {r['averaged'][-1]:.2f}")
+            label=caption(f"averaged every H = {local_steps} steps", f"每 H = {local_steps} 步平均一次")
+            + f": {r['averaged'][-1]:.2f}")
     for i, acc in enumerate(r["alone"]):
-        ax.axhline(acc, color="C0", ls=":", lw=1, label="each worker alone" if i == 0 else None)
+        ax.axhline(acc, color="C0", ls=":", lw=1, label=caption("each worker alone", "每个计算单元单独训练") if i == 0 else None)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("local steps per worker")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"K = {num_workers}, {_split_name(alpha)}, shards {r['shard sizes']}, η = {lr:g}; "
-                 f"{r['communication']['bytes'] / 1e3:.1f} kB per worker per epoch", fontsize=8)
+    ax.set_xlabel(caption("local steps per worker", "每个计算单元的本地步数"))
+    ax.set_ylabel(caption("test accuracy", "测试准确率"))
+    kilobytes = r["communication"]["bytes"] / 1e3
+    ax.set_title(caption(f"K = {num_workers}, {_split_name(alpha)}, shards {r['shard sizes']}, η = {lr:g}; "
+                         f"{kilobytes:.1f} kB per worker per epoch",
+                         f"K = {num_workers}，{_split_name(alpha)}，分片 {r['shard sizes']}，η = {lr:g}；"
+                         f"每个计算单元每个 epoch 发送 {kilobytes:.1f} kB"), fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig, r
@@ -66,8 +75,8 @@ def communication_accuracy_figure(rows: list[dict]):
                     ha="center", fontsize=7)
     ax.margins(x=0.08)
     ax.set_ylim(min(lowest) - 0.08, 1.0)        # room below the lowest point for its H label
-    ax.set_xlabel("bytes sent per worker per epoch")
-    ax.set_ylabel("test accuracy, same local steps")
+    ax.set_xlabel(caption("bytes sent per worker per epoch", "每个计算单元每个 epoch 发送的字节数"))
+    ax.set_ylabel(caption("test accuracy, same local steps", "测试准确率（本地步数相同）"))
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
@@ -81,8 +90,8 @@ def drift_figure(drift: dict, local_steps=(1, 2, 4, 8, 16)):
         ax.plot(local_steps, values, "o-", label=_split_name(alpha))
     ax.set_xscale("log", base=2)
     ax.set_xticks(local_steps, [str(h) for h in local_steps])
-    ax.set_xlabel("H, local steps between averaging")
-    ax.set_ylabel(r"mean $\|\theta_i - \bar\theta\|$ after a round")
+    ax.set_xlabel(caption("H, local steps between averaging", "H：两次平均之间的本地步数"))
+    ax.set_ylabel(caption(r"mean $\|\theta_i - \bar\theta\|$ after a round", "一个回合后 ‖θ_i − θ̄‖ 的平均"))
     ax.legend()
     fig.tight_layout()
     return fig
@@ -100,7 +109,7 @@ def compare_schemes_widget():
     import ipywidgets as widgets
 
     controls = {
-        "num_workers": widgets.IntSlider(value=4, min=2, max=8, description="K workers"),
+        "num_workers": widgets.IntSlider(value=4, min=2, max=8, description=say("K workers", "K 计算单元")),
         "local_steps": widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32], value=8, description="H"),
         "alpha": widgets.SelectionSlider(options=[("IID", "IID"), ("10", 10.0), ("1", 1.0), ("0.3", 0.3),
                                                   ("0.1", 0.1), ("0.03", 0.03)], value=0.1, description="α"),

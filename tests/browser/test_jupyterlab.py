@@ -2,14 +2,17 @@
 
 For each chapter: open it in JupyterLab, run all cells in a fresh kernel, wait for the
 kernel to go idle, then check that no cell failed except those tagged to fail, that the
-chapter's main widget rendered (its slider is visible), and that moving the slider
-redraws the figure it drives. A screenshot of each chapter goes to build/screenshots/.
+chapter's main widget rendered (its slider is visible), that moving the slider redraws the
+figure it drives, and that its widgets' figures are labelled in the chapter's language
+(asked of the kernel: Chinese titles, axis labels and legends in zh/00 and zh/04). A
+screenshot of each chapter goes to build/screenshots/.
 
 Needs Chromium at /usr/bin/chromium (Debian's package `chromium`; Playwright's own
 browser download is not used). Run with `make browser-test`.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +103,19 @@ CELL_ERRORS = """() => window.jupyterapp.shell.currentWidget.content.widgets
             : []}))
     .filter(cell => cell.errors.length > 0)"""
 IMAGE_CHANGED = "([box, old]) => { const img = box.querySelector('img'); return img && img.getAttribute('src') !== old; }"
+# Asks the chapter's kernel what the figure of each of its widgets says (titles, axis labels,
+# legends: interactive_figure's figure_text), as it is drawn now, after the slider moved.
+FIGURE_TEXT = """async () => {
+    const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+    const code = 'import json, ipywidgets.widgets.widget as w\\n' + 'print(json.dumps([x.figure_text for x in '
+        + 'list(w._instances.values()) if isinstance(getattr(x, "figure_text", None), list)]))';
+    const future = kernel.requestExecute({code, store_history: false});
+    let printed = '';
+    future.onIOPub = msg => { if (msg.header.msg_type === 'stream') printed += msg.content.text; };
+    await future.done;
+    return JSON.parse(printed);
+}"""
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def test_a_cjk_font_is_installed():
@@ -133,6 +149,13 @@ def test_chapter_runs_in_jupyterlab_and_its_widget_responds(lab, browser, chapte
         widget.locator(".noUi-handle").first.focus()
         page.keyboard.press("ArrowRight")
         page.wait_for_function(IMAGE_CHANGED, arg=[widget.element_handle(), before], timeout=60_000)
+
+        # The figures speak the chapter's language: Chinese in the Chinese edition (the kernel runs
+        # in zh/, and a CJK font is installed), English in the English one.
+        figures = page.evaluate(FIGURE_TEXT)
+        assert figures and all(figures), f"{chapter}: a widget's figure has no title, axis label or legend"
+        chinese = [any(CJK.search(text) for text in texts) for texts in figures]
+        assert all(chinese) if chapter.startswith("zh/") else not any(chinese), f"{chapter}: {figures}"
 
         # The workbook's lab settings (jupyterlab-overrides.json) turn the news pop-up off: a class
         # projecting the notebook must not see it covering a corner.
