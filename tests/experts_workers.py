@@ -8,25 +8,16 @@ import torch
 import torch.distributed as dist
 
 from nnpar_lite.expert_parallel import ExpertParallelMoE, MoE
+from nnpar_lite.experiments.experts import layer_for_case
 
 D, H = 6, 10
 
 
 def layer(case: dict, world_size: int) -> MoE:
-    """The case's MoE in float64, its weights redrawn N(0, 0.5²) so that its outputs and
-    gradients are of order 1 (a difference of 1e-12 then means something). With
-    ``starve``, the last expert's gate row scores −100 on every token: it receives none."""
+    """The case's MoE (the chapter's builder, at this file's sizes and seeds): E experts, or
+    ``per_rank`` per rank."""
     num_experts = case.get("per_rank", 1) * world_size if "experts" not in case else case["experts"]
-    moe = MoE(D, H, num_experts, top_k=case["k"], capacity_factor=case.get("cf"), rule=case.get("rule", "mixtral"),
-              seed=5).double()
-    g = torch.Generator().manual_seed(11)
-    with torch.no_grad():
-        for p in moe.parameters():
-            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=torch.float64))
-        if case.get("starve"):
-            moe.gate.weight[-1] = 0.0
-            moe.gate.weight[-1, 0] = -100.0
-    return moe
+    return layer_for_case(case, num_experts, d_model=D, d_hidden=H, seed=5, weight_seed=11)
 
 
 def tokens_of(rank: int, case: dict) -> tuple[torch.Tensor, torch.Tensor]:

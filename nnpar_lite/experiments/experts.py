@@ -59,12 +59,15 @@ def experts_runs(rank: int, world_size: int, runs: list[tuple[str, Any]]) -> lis
 
 
 # ------------------------------------------------------------ the layer against one process
-def check_layer(case: dict, num_experts: int) -> MoE:
-    """The case's MoE in float64 with weights N(0, 0.5²) (outputs of order 1). With ``starve``
-    the last expert's gate row scores −100 on feature 0, which the tokens keep ≥ 1: it gets no token."""
-    moe = MoE(6, 10, num_experts, top_k=case["k"], capacity_factor=case.get("cf"), rule=case.get("rule", "mixtral"),
-              seed=3).double()
-    g = torch.Generator().manual_seed(7)
+def layer_for_case(case: dict, num_experts: int, *, d_model: int = 6, d_hidden: int = 10, seed: int = 3,
+                   weight_seed: int = 7) -> MoE:
+    """The case's MoE in float64 (``case``: k, and optionally cf, rule, starve), its weights
+    redrawn N(0, 0.5²) so that outputs and gradients are of order 1 (a difference of 1e-12 then
+    means something). With ``starve`` the last expert's gate row scores −100 on feature 0, which
+    the tokens keep ≥ 1: it gets no token."""
+    moe = MoE(d_model, d_hidden, num_experts, top_k=case["k"], capacity_factor=case.get("cf"),
+              rule=case.get("rule", "mixtral"), seed=seed).double()
+    g = torch.Generator().manual_seed(weight_seed)
     with torch.no_grad():
         for p in moe.parameters():
             p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=torch.float64))
@@ -101,7 +104,7 @@ def against_one_process(rank: int, world_size: int, config: dict) -> dict | None
         return None
     gaps, same, dropped = {"output": 0.0, "input gradient": 0.0, "gate gradient": 0.0, "expert gradients": 0.0}, True, 0
     for case in config["cases"]:
-        moe = check_layer(case, case["per_rank"] * n)
+        moe = layer_for_case(case, case["per_rank"] * n)
         ep = ExpertParallelMoE(copy.deepcopy(moe), group=group)
         x, c = check_tokens(rank, case)
         y = ep(x)
