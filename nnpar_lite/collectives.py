@@ -91,8 +91,13 @@ def padded(flat: torch.Tensor, world_size: int) -> torch.Tensor:
 # ============================================================ the ring
 def pass_right(send: torch.Tensor, receive: torch.Tensor, *, group=None, phase: str = "") -> None:
     """Send to the right neighbour and receive from the left one. isend first: a ring of
-    blocking sends would wait on each other for ever."""
+    blocking sends would wait on each other for ever. On one rank the neighbour on both sides is
+    oneself, and the pass is a copy (gloo has no connection from a rank to itself)."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
+    if world == 1:
+        _check_same_size(send, receive)
+        receive.copy_(send.view_as(receive))
+        return
     right, left = (rank + 1) % world, (rank - 1) % world
     if VERBOSE:
         print(f"[rank {rank}] {phase}: send {send.numel()} elements → rank {right}, "
@@ -154,6 +159,12 @@ def ring_allreduce(tensor: torch.Tensor, *, group=None) -> torch.Tensor:
     gathered = ring_all_gather(torch.empty_like(whole), mine, group=group)
     tensor.view(-1).copy_(gathered[:tensor.numel()])
     return tensor
+
+
+def _check_same_size(send: torch.Tensor, receive: torch.Tensor) -> None:
+    if send.numel() != receive.numel():
+        raise ValueError(f"pass_right on one rank: what it sends ({send.numel()} elements) is what it receives, "
+                         f"but receive holds {receive.numel()}")
 
 
 def _check_chunks(chunk: torch.Tensor, whole: torch.Tensor, world: int, name: str) -> None:

@@ -51,11 +51,14 @@ class Model:
         self.params = sgd_step(self.params, self.gradients(X, Y), lr)
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, epochs: int, lr: float) -> list[float]:
-        """Full-batch gradient descent; the loss before each epoch and after the last."""
-        losses = [self.loss(X, Y)]
-        for _ in range(epochs):
-            self.step(X, Y, lr)
-            losses.append(self.loss(X, Y))
+        """Full-batch gradient descent; the loss before each epoch and after the last. A diverging
+        run stops with the ValueError of a gradient that holds NaN or Inf; numpy's overflow warnings
+        on the way there (a thousand of them) are silenced."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            losses = [self.loss(X, Y)]
+            for _ in range(epochs):
+                self.step(X, Y, lr)
+                losses.append(self.loss(X, Y))
         return losses
 
     def copy(self) -> "Model":

@@ -99,3 +99,20 @@ def counting(owner: Any, name: str, counter: dict):
     if name not in _COUNTED_AS:
         raise ValueError(f"counting knows {sorted(_COUNTED_AS)} of torch.distributed, got {name!r}")
     return counting_collectives(_COUNTED_AS[name], counter)
+
+
+def interface(fn: Any, exercise: str) -> str:
+    """The source of ``fn`` up to the end of its docstring, its body left out (``...``): what a
+    chapter shows of a function whose body is the answer to its exercise ``exercise``."""
+    import ast
+    import inspect
+    import textwrap
+
+    source = textwrap.dedent(inspect.getsource(fn))
+    definition = ast.parse(source).body[0]
+    first = definition.body[0] if isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)):
+        raise ValueError(f"{fn.__qualname__} has no docstring to show in place of its body")
+    head = source.splitlines()[:first.end_lineno]
+    return "\n".join(head + [" " * first.col_offset + f"...  # the body: exercise {exercise}'s answer"])

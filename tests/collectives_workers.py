@@ -161,3 +161,18 @@ def tally_and_refusal(rank: int, world_size: int) -> dict:
     return {"tally": tally, "all-reduces": sum(e["op"] == "all_reduce" for e in log),
             "buckets": len(co.plan_buckets(tensors, 20 / 2 ** 20)), "refusal": refusal,
             "values": [tensors[0][0].item(), tensors[1][0].item()]}
+
+
+def passed_from_the_left(rank: int, world_size: int, numel: int) -> tuple:
+    """What pass_right brings against the left neighbour's data, and, on one rank, the refusal of a
+    receive buffer of another size (sending to oneself is a copy)."""
+    received = torch.empty(numel, dtype=torch.float64)
+    co.pass_right(data_of(rank, numel), received)
+    gap = float((received - data_of((rank - 1) % world_size, numel)).abs().max()) if numel else 0.0
+    refusal = ""
+    if world_size == 1:
+        try:
+            co.pass_right(data_of(rank, numel), torch.empty(numel + 1, dtype=torch.float64))
+        except ValueError as exc:
+            refusal = str(exc)
+    return gap, refusal

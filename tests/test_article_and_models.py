@@ -187,3 +187,13 @@ def test_gradient_check_prints_verdicts_not_rounding_errors():
     wrong = {name: -g for name, g in model.gradients(X, Y).items()}
     failing = str(gradient_check(lambda: model.loss(X, Y), model.params, wrong))
     assert "W          1                WRONG" in failing and "wrong: W, b" in failing
+
+
+def test_a_diverging_fit_stops_with_one_error_and_no_warnings():
+    import warnings
+
+    X, Y = article_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                # an overflow warning would fail here
+        with pytest.raises(ValueError, match="gradient leaf 'W' holds NaN or Inf"):
+            models.LinearRegression(seed=0).fit(X, Y, epochs=2000, lr=0.5)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from collectives_workers import (agreement_and_broadcast, average_against_a_recomputation, counted_bytes,
-                                 counted_elements, differentiable_collectives, refused, rings_against_a_sum,
-                                 tally_and_refusal, uneven_exchange)
+                                 counted_elements, differentiable_collectives, passed_from_the_left, refused,
+                                 rings_against_a_sum, tally_and_refusal, uneven_exchange)
 from nnpar_lite import collectives as co
 from nnpar_lite.data_parallel_overlap import plan_buckets_like_ddp
 from nnpar_lite.distributed import launch
@@ -20,6 +20,14 @@ WORLDS = [2, 3, 4]
 @pytest.mark.parametrize("world_size", WORLDS)
 def test_the_rings_sum_like_a_sum_for_sizes_that_do_not_divide(world_size):
     assert max(launch(rings_against_a_sum, world_size, [0, 1, 5, 1001])) < 1e-12
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_a_pass_right_brings_the_left_neighbours_tensor_and_on_one_rank_is_a_copy(world_size):
+    results = launch(passed_from_the_left, world_size, 7)
+    assert max(gap for gap, _ in results) == 0.0
+    if world_size == 1:
+        assert "receive holds 8" in results[0][1]
 
 
 @pytest.mark.parametrize("world_size", WORLDS)

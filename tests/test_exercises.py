@@ -149,7 +149,7 @@ def test_a_deadlock_is_named_with_its_case_within_seconds(capsys):
 
 def test_an_exception_on_one_rank_is_named_with_its_case(capsys):
     source = ("def ring(tensor):\n    if dist.get_rank() == 1:\n        raise KeyError('mine')\n"
-              "    dist.all_reduce(tensor)\n")
+              "    dist.barrier()\n")
     fn = notebook_function(source, "ring", {"dist": torch.distributed})
     assert not check("03.4", fn)
     assert "rank 1 of 2: your function raised KeyError: 'mine'" in capsys.readouterr().out

@@ -26,6 +26,12 @@ def returns_nothing(shard_means, shard_sizes):
     total = sum(n * loss for n, loss in zip(shard_sizes, shard_means)) / sum(shard_sizes)  # noqa: F841
 
 
+def calls_the_package(shard_means, shard_sizes):
+    """The package's function asked for its answer: the exercise asks for the formula."""
+    import nnpar_lite as nl
+    return float(nl.average_losses(shard_means, weights=shard_sizes))
+
+
 WRONG_ANSWERS = {
     "00.1": [(0.5, "plain mean"), (16.8, "total loss"), (8.4, "not of workers"), (0.65, "other's sample count"),
              ("0.35 or so", "not a number"), (0.3, "is not it"), (0.4, "close: give more digits")],
@@ -34,7 +40,7 @@ WRONG_ANSWERS = {
     "00.3": [(plain_mean_of_means, "case uneven sizes 10 and 30: expected 0.45, got 0.6. That is the plain mean"),
              (divides_by_the_number_of_workers, "case two equal shards: expected 0.4, got 4. The sum is right"),
              (forgets_to_divide, "total loss over all samples"),
-             (returns_nothing, "got None")],
+             (returns_nothing, "got None"), (calls_the_package, "uses average_losses")],
 }
 
 

@@ -41,7 +41,7 @@ WRONG_ANSWERS = {
     "02.1": [(30, "the sign is not"), (-8, "the article's batch"), (-10, "N·m entries"), (-1 / 30, "upside down"),
              (8, "is not it")],
     "02.2": [(0.05, "the loss grows"), (1.0, "the loss grows"), (0.03, "still falls"),
-             (0.037, "close: give more digits")],
+             (0.037, "near, but not within 2.00% of the answer. At that η the loss still falls")],
     "02.3": [("W1", "gradient_check"), ("b2", "gradient_check"), (2, "gradient_check")],
     "02.4": [(with_the_articles_output_gradient, "times the right one"),
              (skipping_the_second_tanh, "case 4 samples, layer sizes (2, 4, 3, 2): first difference at index"),

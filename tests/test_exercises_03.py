@@ -1,6 +1,7 @@
 """Chapter 03's exercise checks, proven: the solution passes, typical wrong answers fail."""
 
 import pytest
+import torch
 import torch.distributed as dist
 
 
@@ -32,18 +33,34 @@ def ring_that_forgets_the_all_gather(tensor):
     return tensor
 
 
+def sum_round_the_ring(tensor):
+    """A slow but right sum over send and recv: each whole tensor travels p − 1 steps round the ring."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    total, passing = tensor.clone(), tensor.clone()
+    for _ in range(world - 1 if tensor.numel() else 0):
+        arriving = torch.empty_like(tensor)
+        request = dist.isend(passing, (rank + 1) % world)
+        dist.recv(arriving, (rank - 1) % world)
+        request.wait()
+        total += arriving
+        passing = arriving
+    return total
+
+
 def ring_that_averages(tensor):
-    """All-reduces, then divides: the average, where the sum was asked for."""
-    dist.all_reduce(tensor)
-    tensor /= dist.get_world_size()
+    """Sums round the ring, then divides: the average, where the sum was asked for."""
+    tensor.copy_(sum_round_the_ring(tensor) / dist.get_world_size())
 
 
 def ring_that_rebinds(tensor):
     """Computes the sum into a new tensor and rebinds the name: the caller's tensor never changes."""
-    total = tensor.clone()
-    dist.all_reduce(total)
-    tensor = total
+    tensor = sum_round_the_ring(tensor)
     return tensor
+
+
+def ring_by_all_reduce(tensor):
+    """torch's all-reduce, where the exercise asks for the ring over send and recv."""
+    dist.all_reduce(tensor)
 
 
 WRONG_ANSWERS = {
@@ -52,7 +69,8 @@ WRONG_ANSWERS = {
     "03.3": [(120, "divides it by K"), (1, "sums over each shard"), (5, "counts samples"), (40, "is not it")],
     "03.4": [(ring_for_two_ranks_only, "rank 0 of 3: first difference at index 0"),
              (ring_that_forgets_the_all_gather, "holds the sum and chunk"),
-             (ring_that_averages, "average over the 2 ranks"), (ring_that_rebinds, "unchanged")],
+             (ring_that_averages, "average over the 2 ranks"), (ring_that_rebinds, "unchanged"),
+             (ring_by_all_reduce, "uses all_reduce")],
 }
 
 

@@ -35,6 +35,17 @@ def rebinds_instead_of_writing(tensors, weight):
         t = weighted / total
 
 
+def replaces_the_list_entries(tensors, weight):
+    """The weighted average computed right, stored as new tensors in the list: the list is right,
+    the caller's tensors (a model's parameters) never change."""
+    total = torch.tensor([float(weight)], dtype=torch.float64)
+    dist.all_reduce(total)
+    for i, t in enumerate(tensors):
+        weighted = t * weight
+        dist.all_reduce(weighted)
+        tensors[i] = weighted / total
+
+
 WRONG_ANSWERS = {
     "04.1": [(14_460, "one averaging round"), (173_520, "after every step"), (10_845, "counts values"),
              (57_840, "not 2P"), (40_000, "is not it")],
@@ -44,7 +55,7 @@ WRONG_ANSWERS = {
              (3, "letters a–e")],
     "04.4": [(forgets_to_divide, "weights [1, 3], rank 0 of 2: first difference"),
              (averages_without_weights, "plain mean over the ranks"),
-             (rebinds_instead_of_writing, "unchanged")],
+             (rebinds_instead_of_writing, "unchanged"), (replaces_the_list_entries, "tensors[i] = ...")],
 }
 
 

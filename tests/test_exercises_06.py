@@ -24,9 +24,16 @@ def floor_cut(height, num_tiles, tile, kernel):
     return list(range(max(first - halo, 0), min(stop + halo, height)))
 
 
+def calls_halo_rows(height, num_tiles, tile, kernel):
+    """The package's function asked for the answer."""
+    from nnpar_lite.spatial import halo_rows
+    return halo_rows(height, num_tiles, tile, kernel)
+
+
 WRONG_ANSWERS = {
     "06.1": [(132, "zero padding"), (200, "(k − 1)/2"), (96, "corner pixels"), (65, "is not it")],
     "06.2": [(448, "(k − 1)/2"), (192, "corner pixels"), (100, "both sides")],
-    "06.3": [(k_minus_one_per_side, "expected ["), (not_clipped, "Clip to 0"), (floor_cut, "expected [")],
+    "06.3": [(k_minus_one_per_side, "expected ["), (not_clipped, "Clip to 0"), (floor_cut, "expected ["),
+             (calls_halo_rows, "uses halo_rows")],
 }
 

@@ -29,13 +29,23 @@ def fit_from_two_points(nbytes, seconds, world_size):
     return (t0 - 2 * (p - 1) / p * n0 * beta) / (2 * (p - 1)), beta
 
 
+def fit_by_the_package(nbytes, seconds, world_size):
+    """The package's fit asked for the answer, behind a helper of the notebook's own."""
+    return helper_that_fits(nbytes, seconds, world_size)
+
+
+def helper_that_fits(nbytes, seconds, world_size):
+    from nnpar_lite import costmodel
+    return costmodel.fit_alpha_beta(nbytes, seconds, world_size)
+
+
 WRONG_ANSWERS = {
     "07.1": [(10.3, "sends n once"), (18.75, "also pays the latency"), (300.3, "single parameter server"),
-             (0.01905, "in seconds"), ("fast", "not a number"), (19, "close: give more digits")],
+             (0.01905, "in seconds"), ("fast", "not a number"), (19, "close: give more digits"), (19.2, "More digits would not help")],
     "07.2": [(16, "still needs"), (8, "still needs"), (64, "fewer devices"), (21, "not one of the widget's values")],
     "07.3": [(1.2235e6, "crossed twice"), (366_667, "not 2n"), (1e5, "is not it")],
     "07.4": [(fit_by_plain_least_squares, "plain least squares"), (fit_without_the_ring_factors, "first difference"),
-             (fit_from_two_points, "case ")],
+             (fit_from_two_points, "case "), (fit_by_the_package, "uses fit_alpha_beta")],
 }
 
 

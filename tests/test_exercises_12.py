@@ -45,7 +45,7 @@ def average_the_two_uses(stage, group=None):
 WRONG_ANSWERS = {
     "12.1": [(16, "fp16 weights alone"), (8, "12 bytes of state"), (6, "d must divide the GPUs"),
              (5, "is not it")],
-    "12.2": [(32768, "Four all-reduces"), (131072, "half of the blocks"), (16384, "4 bytes"), (60000, "is not it")],
+    "12.2": [(49152, "Four all-reduces"), (196608, "half of the blocks"), (24576, "4 bytes"), (60000, "is not it")],
     "12.3": [(place_with_tp_slowest, "dp fastest"), (place_in_megatrons_order, "Megatron-LM's default order")],
     "12.4": [(broadcast_the_first_stages_gradient, "without the head's use"), (average_the_two_uses, "not their average")],
 }

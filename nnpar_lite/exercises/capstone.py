@@ -66,26 +66,27 @@ def _fewer(fraction: float):
 
 
 number_exercise(
-    "12.2", stated={"batch": 8, "seq": 16, "width": 32, "layers": 4, "dp": 2, "tp": 2, "pp": 2},
+    "12.2", stated={"batch": 8, "seq": 16, "width": 32, "layers": 4, "dp": 2, "tp": 4, "pp": 2},
     answer=tp_bytes, rel=0,
-    wrong=[(_fewer(1 / 2), ("Four all-reduces per block and micro-batch, not two: f and g each run one in the "
-                            "forward pass and one in the backward pass.", "每个块、每个微批次四次全归约，不是两次："
-                            "f 和 g 在前向和反向中各有一次。")),
+    wrong=[(_fewer(1 / 2), ("Four all-reduces per block and micro-batch, not two: attention and the MLP each have "
+                            "an f and a g; each g all-reduces in the forward pass, each f in the backward pass.",
+                            "每个块、每个微批次四次全归约，不是两次：注意力和 MLP 各有一个 f 和一个 g；"
+                            "g 在前向传播中全归约，f 在反向传播中全归约。")),
            (_fewer(2), ("Rank 0 is on stage 0 of 2: it holds half of the blocks.", "rank 0 在 2 个阶段中的第 0 个："
                         "它只持有一半的块。")),
            (_fewer(1 / 4), ("That counts float32 values; each is 4 bytes.", "这数的是 float32 值的个数；每个值 4 字节。"))],
-    hint=("Rank 0 holds the blocks of stage 0. Per block and micro-batch, f and g all-reduce the activations in the "
-          "forward and in the backward pass; a ring all-reduce of n bytes over t ranks sends 2 (t − 1)/t · n per "
+    hint=("Rank 0 holds the blocks of stage 0. Per block and micro-batch, attention and the MLP each have an f and "
+          "a g: g all-reduces the activations in the forward pass, f their gradient in the backward pass; a ring all-reduce of n bytes over t ranks sends 2 (t − 1)/t · n per "
           "rank, and the micro-batches together are the rank's B / dp sequences of seq × width floats.",
-          "rank 0 持有阶段 0 的块。每个块、每个微批次，f 和 g 在前向和反向中都要对激活值做全归约；t 个进程上 n 字节的"
-          "环形全归约每个进程发送 2 (t − 1)/t · n，各微批次合起来是该进程的 B / dp 条序列，每条 seq × width 个浮点数。"),
-    explanation=("{layers}/{pp} blocks × 4 all-reduces × 2 ({tp} − 1)/{tp} × ({batch}/{dp} × {seq} × {width} × 4 "
-                 "bytes) = {answer} bytes per step, as train_gpt --report measures. It grows with the batch and the "
-                 "width, not with the parameters: tensor parallelism's traffic is activations, in every block, so it "
-                 "stays inside a machine.",
-                 "{layers}/{pp} 个块 × 4 次全归约 × 2 ({tp} − 1)/{tp} × ({batch}/{dp} × {seq} × {width} × 4 字节) "
-                 "= 每步 {answer} 字节，与 train_gpt --report 测得的一致。它随批量和宽度增长，与参数量无关：张量并行传的"
-                 "是每个块的激活值，所以它留在一台机器内。"))
+          "rank 0 持有阶段 0 的块。每个块、每个微批次，注意力和 MLP 各有一个 f 和一个 g：g 在前向传播中对激活值做全归约，"
+          "f 在反向传播中对它的梯度做全归约；t 个进程上 n 字节的环形全归约每个进程发送 2 (t − 1)/t · n，各微批次合起来是该进程的 B / dp 条序列，每条 seq × width 个浮点数。"),
+    explanation=("{layers}/{pp} blocks × 4 all-reduces (two g forward, two f backward) × 2 ({tp} − 1)/{tp} × "
+                 "({batch}/{dp} × {seq} × {width} × 4 bytes) = {answer} bytes per step, what train_gpt --report "
+                 "measures on such a run. It grows with the batch and the width, not with the parameters: tensor "
+                 "parallelism's traffic is activations, in every block, so it stays inside a machine.",
+                 "{layers}/{pp} 个块 × 4 次全归约（前向两个 g，反向两个 f）× 2 ({tp} − 1)/{tp} × "
+                 "({batch}/{dp} × {seq} × {width} × 4 字节) = 每步 {answer} 字节，也就是 train_gpt --report "
+                 "在这样的运行中测得的值。它随批量和宽度增长，与参数量无关：张量并行传的是每个块的激活值，所以它留在一台机器内。"))
 
 
 # ------------------------------------------------------------------ 12.3: a rank's coordinates and groups

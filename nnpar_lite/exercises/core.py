@@ -54,8 +54,6 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
-
 from ..language import say
 from .compare import as_array, as_number, difference, same_number, same_sequence, same_values  # noqa: F401
 
@@ -207,17 +205,19 @@ def verdict(ok: bool, right: tuple[str, str], wrong: tuple[str, str]) -> bool:
 
 
 def is_rounding_of(value: float, expected: float) -> bool:
-    """Is ``value`` ``expected`` rounded to the significant digits ``value`` is written with
-    (0.62 for 0.618, 19 for 19.05, 8e9 for 7.75e9), with fewer digits than ``expected`` has?
+    """Is ``value`` ``expected`` rounded (or cut) to the significant digits ``value`` is written
+    with (0.62 for 0.618, 19 for 19.05, 8e9 for 7.75e9; cut, 469 for 469.76), with fewer digits?
     A count below 10⁵ (28 micro-batches, 1,336 bytes) is written exactly: 30 is no rounding of 28."""
     def digits(x: float) -> int:
         return len(f"{abs(x):.12e}".split("e")[0].replace(".", "").rstrip("0"))
-
     exact_count = float(expected).is_integer() and abs(expected) < 1e5
     if value == 0 or expected == 0 or exact_count or digits(value) >= digits(expected):
         return False
     rounded = float(f"{expected:.{digits(value) - 1}e}")
-    return math.isclose(value, rounded, rel_tol=1e-9)
+    scale = 10.0 ** (math.floor(math.log10(abs(expected))) - digits(value) + 1)
+    truncated = math.trunc(expected / scale) * scale
+    cut = digits(value) >= 3 and math.isclose(value, truncated, rel_tol=1e-9)     # 469 for 469.76, not 0.3 for 0.35
+    return math.isclose(value, rounded, rel_tol=1e-9) or cut
 
 
 def check_number(answer: Any, expected: float, *, rel: float = 1e-6,
@@ -237,9 +237,13 @@ def check_number(answer: Any, expected: float, *, rel: float = 1e-6,
     pairs = typical.items() if isinstance(typical, Mapping) else typical
     why = next((words for wrong, words in pairs if math.isclose(value, wrong, rel_tol=max(rel, TYPICAL_REL))), None)
     near = rel > 0 and math.isclose(value, expected, rel_tol=5 * rel)
-    if why is None and (near or is_rounding_of(value, expected)):
+    if why is None and is_rounding_of(value, expected):
         return verdict(False, ("", ""), (f"{value:.10g} is close: give more digits.",
                                          f"{value:.10g} 很接近了：请多给几位有效数字。"))
+    if why is None and near:
+        then = hint if hint[0] else ("More digits would not help: check each term.", "多给几位数字也无济于事：请逐项检查。")
+        return verdict(False, ("", ""), (f"{value:.10g} is near, but not within {rel:.2%} of the answer. {then[0]}",
+                                         f"{value:.10g} 接近答案，但相对误差超过 {rel:.2%}。{then[1]}"))
     why = why or hint
     return verdict(False, ("", ""), (f"{value:.10g} is not it. {why[0]}".rstrip(),
                                      f"{value:.10g} 不对。{why[1]}".rstrip()))

@@ -14,6 +14,7 @@ from ..costmodel import ring_allreduce_time
 from ..data_parallel import ring_allreduce
 from ..experiments.data_parallel import gradient_comparison
 from .core import Case, Exercise, number_exercise, register
+from .own_work import written_without
 from .ranks import AVERAGED_NOT_SUMMED, NOT_IN_PLACE, check_on_ranks, wrong_chunk
 
 number_exercise(
@@ -35,8 +36,10 @@ number_exercise(
 
 number_exercise(
     "03.2", stated={"n": 1e6, "p": 4}, answer=lambda n, p: ring_allreduce_time(n, p, alpha=0.0, beta=1.0),
-    wrong=[(lambda n, p: 2 * n, ("Each of the 2 (p − 1) steps sends one chunk of n/p elements, not all n / 2.",
-                                 "2 (p − 1) 步中每一步只发送一个 n/p 个元素的块。")),
+    wrong=[(lambda n, p: 2 * n, ("2n is the limit for many ranks: with p ranks each sends one chunk of n/p elements "
+                                 "in each of 2 (p − 1) steps, a little less.",
+                                 "2n 是进程很多时的极限：p 个进程时，每个进程在 2 (p − 1) 步中每步发送一个 n/p 个元素的块，"
+                                 "比 2n 略少。")),
            (lambda n, p: (p - 1) / p * n, ("That is one phase; the all-gather sends as much again.",
                                            "这只是一个阶段；全收集还要再发送同样多。")),
            (lambda n, p: 2 * (p - 1) * n, ("Each step sends one chunk of n/p elements, not the whole tensor.",
@@ -80,6 +83,11 @@ def ring_driver(fn, rank: int, world_size: int, case: Case) -> tuple:
     return expected, x, {"input": before}
 
 
+# what 03.4's ring replaces: torch's collectives and the package's rings (send, recv and isend only)
+COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor",
+               "broadcast", "all_to_all", "all_to_all_single", "ring_allreduce", "ring_reduce_scatter",
+               "ring_all_gather", "allreduce_gradients", "all_reduce_mean_")
+
 RING_CHUNK = wrong_chunk((
     "Of the {world_size} chunks (cut as torch.tensor_split cuts), chunk {right} holds the sum and chunk {wrong} does "
     "not: after the reduce-scatter each rank holds one finished chunk; the all-gather's p − 1 steps pass them round.",
@@ -91,8 +99,8 @@ def check_ring_allreduce(fn) -> bool:
     """Your ``fn(tensor)`` must sum ``tensor`` over all ranks in place, with send and recv only;
     run on 1 to 3 ranks, on lengths that do not divide by the number of ranks."""
     cases = {k: [Case((f"length {n}", f"长度 {n}"), (n,)) for n in (1001, k + 1, 1, 0)] for k in (2, 1, 3)}
-    return check_on_ranks(fn, f"{__name__}:ring_driver", cases,
-                          probes=(AVERAGED_NOT_SUMMED, NOT_IN_PLACE, RING_CHUNK))
+    return written_without(fn, COLLECTIVES) and check_on_ranks(fn, f"{__name__}:ring_driver", cases,
+                                                               probes=(AVERAGED_NOT_SUMMED, NOT_IN_PLACE, RING_CHUNK))
 
 
 register(Exercise("03.4", check_ring_allreduce, solution=ring_allreduce, hint=(

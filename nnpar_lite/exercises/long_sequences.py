@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .. import costmodel
 from ..context_parallel import block_attention, merge_partial, split_sequence
 from .core import Case, Exercise, Probe, number_exercise, register, report, run_cases, same_values
+from .own_work import written_without
 from .ranks import check_on_ranks
 
 
@@ -162,7 +163,8 @@ MERGE_PROBES = (
 def check_merge(fn) -> bool:
     """Your ``fn(out_a, lse_a, out_b, lse_b)`` must return (out, lse) over both blocks, checked
     against :func:`~nnpar_lite.context_parallel.merge_partial` on blocks you do not see."""
-    return report(run_cases(fn, merge_partial, MERGE_CASES), same=_same_pair, probes=MERGE_PROBES)
+    return written_without(fn, ("merge_partial", "ring_attention")) and \
+        report(run_cases(fn, merge_partial, MERGE_CASES), same=_same_pair, probes=MERGE_PROBES)
 
 
 register(Exercise("10.3", check_merge, solution=merge_partial, hint=(

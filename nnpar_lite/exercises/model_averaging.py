@@ -145,9 +145,11 @@ def weighted_average_driver(fn, rank: int, world_size: int, case: Case) -> tuple
     before = torch.cat([t.reshape(-1) for t in mine])
     plain = before.clone()
     dist.all_reduce(plain)
+    originals = list(mine)                         # the caller's tensors: a model's parameters
     fn(mine, weights[rank])
-    return (torch.cat([t.reshape(-1) for t in expected]), torch.cat([t.reshape(-1) for t in mine]),
-            {"input": before, "plain mean": plain / world_size, "total weight": float(sum(weights))})
+    return (torch.cat([t.reshape(-1) for t in expected]), torch.cat([t.reshape(-1) for t in originals]),
+            {"input": before, "plain mean": plain / world_size, "total weight": float(sum(weights)),
+             "list entries": torch.cat([torch.as_tensor(t).reshape(-1) for t in mine])})
 
 
 PLAIN_MEAN = Probe(lambda expected, got, facts: same_values(got, facts["plain mean"], rtol=1e-7, atol=1e-10),
@@ -159,6 +161,14 @@ NOT_DIVIDED = Probe(lambda expected, got, facts: same_values(got, expected * fac
                      "这是 Σ_r w_r θ_r：还要除以总权重 Σ_r w_r = {total weight:g}。"))
 
 
+ENTRIES_REPLACED = Probe(lambda expected, got, facts: same_values(facts["list entries"], expected, rtol=1e-10)
+                         and same_values(got, facts["input"], rtol=0, atol=0),
+                         ("Your list holds the right tensors, but new ones (tensors[i] = ...): the caller's tensors, "
+                          "a model's parameters, are unchanged. Write into each of them: t.copy_(...).",
+                          "你的列表里是正确的张量，但它们是新张量（tensors[i] = ...）：调用者的张量（模型的参数）没有变。"
+                          "要写进每个原有的张量：t.copy_(...)。"))
+
+
 def check_your_weighted_average(fn) -> bool:
     """Your ``fn(tensors, weight)`` must replace this rank's tensors, in place, by the weighted
     average over all ranks; run on 2, 3 and 1 ranks, uneven weights, a rank of weight 0."""
@@ -167,7 +177,7 @@ def check_your_weighted_average(fn) -> bool:
              for k, w in ((2, (1, 3)), (3, (2, 0, 5)), (1, (4,)))}
     return check_on_ranks(fn, f"{__name__}:weighted_average_driver", cases,
                           same=lambda got, expected: same_values(got, expected, rtol=1e-10),
-                          probes=(NOT_IN_PLACE, PLAIN_MEAN, NOT_DIVIDED))
+                          probes=(ENTRIES_REPLACED, NOT_IN_PLACE, PLAIN_MEAN, NOT_DIVIDED))
 
 
 register(Exercise("04.4", check_your_weighted_average, solution=weighted_average_, hint=(

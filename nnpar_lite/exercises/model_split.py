@@ -9,6 +9,7 @@ from ..costmodel import bubble_fraction, peak_activations
 from ..pipeline import one_f_one_b_schedule
 from ..tensor_parallel import split_columns, split_rows
 from .core import Case, Exercise, Probe, number_exercise, register, report, run_cases, same_sequence
+from .own_work import written_without
 
 def smallest_microbatches(p: int, bubble: float) -> int:
     """The fewest micro-batches m whose bubble (p − 1)/(m + p − 1) is below ``bubble`` per cent."""
@@ -112,8 +113,9 @@ ORDER_CASES = [Case((f"p = {p}, m = {m}, stage {s}", f"p = {p}，m = {m}，阶�
 def check_one_stage_1f1b(fn) -> bool:
     """Your ``fn(num_stages, num_microbatches, stage)`` must return that stage's 1F1B order, checked
     against the package's :func:`~nnpar_lite.pipeline.one_f_one_b_schedule` on unseen (p, m, s)."""
-    return report(run_cases(fn, lambda p, m, s: one_f_one_b_schedule(p, m)[s], ORDER_CASES), same=same_sequence,
-                  probes=(GPIPE_ORDER,))
+    return written_without(fn, ("one_f_one_b_schedule",)) and report(
+        run_cases(fn, lambda p, m, s: one_f_one_b_schedule(p, m)[s], ORDER_CASES), same=same_sequence,
+        probes=(GPIPE_ORDER,))
 
 
 GPIPE_ORDER = Probe(lambda expected, got, facts: same_sequence(got, [("F", i) for i in range(facts["args"][1])] + [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..spatial import halo_rows
 from .core import Case, Exercise, Probe, number_exercise, register, report, run_cases, same_sequence
+from .own_work import written_without
 
 def halo_pixels(size: int, grid: int, row: int, col: int, k: int) -> int:
     """Pixels tile (``row``, ``col``) of a ``grid`` × ``grid`` cut of a ``size`` × ``size`` image
@@ -92,7 +93,8 @@ def check_tile_halo_rows(fn) -> bool:
     """Your ``fn(height, num_tiles, tile, kernel)`` must return the input rows the tile reads, checked
     against :func:`~nnpar_lite.spatial.halo_rows` on unseen cases: uneven tiles, one tile, a halo
     wider than a tile, a 1×1 kernel."""
-    return report(run_cases(fn, halo_rows, ROW_CASES), same=same_sequence, probes=(NOT_CLIPPED,))
+    return written_without(fn, ("halo_rows",)) and \
+        report(run_cases(fn, halo_rows, ROW_CASES), same=same_sequence, probes=(NOT_CLIPPED,))
 
 
 register(Exercise("06.3", check_tile_halo_rows, solution=tile_halo_rows, hint=(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..experiments.start_here import loss_averages
 from ..formulas import average_losses
 from .core import Case, Exercise, Probe, number_exercise, register, report, run_cases, same_number
+from .own_work import written_without
 
 number_exercise(
     "00.1", stated={"L0": 0.8, "n0": 12, "L1": 0.2, "n1": 36},
@@ -90,7 +91,8 @@ TOTAL = Probe(lambda expected, got, facts: same_number(got, expected * sum(facts
 def check_weighted_shard_mean(fn) -> bool:
     """Your ``fn(shard_means, shard_sizes)`` must return the mean loss over all samples;
     run on cases you do not see, K = 1 and uneven sizes among them."""
-    return report(run_cases(fn, weighted_shard_mean, CASES), same=same_number, probes=(PLAIN_MEAN, BY_WORKERS, TOTAL))
+    return written_without(fn, ("average_losses", "weighted_sum", "coefficients")) and \
+        report(run_cases(fn, weighted_shard_mean, CASES), same=same_number, probes=(PLAIN_MEAN, BY_WORKERS, TOTAL))
 
 
 register(Exercise("00.3", check_weighted_shard_mean, solution=weighted_shard_mean, hint=(

@@ -79,9 +79,10 @@ def _draw_groups(ax, mesh: Mesh, where: dict, *, tied: bool) -> None:
             (xa, ya), (xb, _) = where[a], where[b]
             ax.annotate("", (xb - 0.42, ya), (xa + 0.42, ya), arrowprops=dict(arrowstyle="<|-|>", color=colours["pp"]))
     for group in mesh.groups("dp") if mesh.dp > 1 else []:
-        lift = 0.12 * mesh.coordinates(group[0])["pp"]              # one height per stage, so lines do not merge
-        xs, ys = [where[r][0] for r in group], [where[r][1] - 0.3 + lift for r in group]
-        ax.plot(xs, ys, ls="--", color=colours["dp"], lw=1.5, zorder=1)      # behind the boxes: seen between replicas
+        lift = 0.07 * mesh.coordinates(group[0])["pp"]              # one height per stage, so lines do not merge
+        xs, ys = [where[r][0] for r in group], [where[r][1] - 0.33 + lift for r in group]
+        # over the boxes, a dot in each member: a line passing over another stage's box does not end there
+        ax.plot(xs, ys, ls="--", color=colours["dp"], lw=1.5, marker="o", ms=4, zorder=3)
     for first, last in mesh.groups("embedding") if tied else []:
         (xa, ya), (xb, _) = where[first], where[last]
         ax.annotate("", (xb, ya + 0.4), (xa, ya + 0.4), arrowprops=dict(

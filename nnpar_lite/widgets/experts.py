@@ -154,23 +154,18 @@ def routing_figure(table, experts: int = 8, top_k: int = 2, capacity_factor=1.25
     balanced formula. Prints the counts."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.3), gridspec_kw={"width_ratios": [1.6, 1]})
     if experts % ranks:
-        for ax in (left, right):
-            ax.axis("off")
-        left.text(0.5, 0.5, caption(f"{experts} experts do not split over {ranks} ranks:\nE must be a multiple of N",
-                                    f"{experts} 个专家不能均分给 {ranks} 个 rank：\nE 必须是 N 的倍数"),
-                  ha="center", va="center", fontsize=11, transform=left.transAxes)
-        print(say(f"{experts} experts do not split over {ranks} ranks", f"{experts} 个专家不能均分给 {ranks} 个 rank"))
-        return fig
+        return _no_split(fig, experts, ranks)
     row = next(r for r in table if (r["E"], r["k"], r["cf"], r["N"], r["skew"]) ==
                (experts, top_k, capacity_factor, ranks, skew))
     per_rank = experts // ranks
     colors = [plt.get_cmap("tab10")(e // per_rank % 10) for e in range(experts)]
     left.bar(range(experts), row["load"], color=colors)
     dropped = np.array(row["wanted"]) - np.array(row["load"])
-    left.bar(range(experts), dropped, bottom=row["load"], color="white", ec="0.3", hatch="///")
+    left.bar(range(experts), dropped, bottom=row["load"], color="white", ec="0.3", hatch="///",
+             label=caption(f"chosen, then dropped: {row['dropped']:,}", f"选中后被丢弃：{row['dropped']:,}"))
     if row["capacity"] is not None:
         left.axhline(ranks * row["capacity"], color="k", ls="--", lw=1, label=f"N·C = {ranks} × {row['capacity']}")
-        left.legend(fontsize=8)
+    left.legend(fontsize=8)
     left.set_xlabel(caption("expert (colour: the rank that holds it)", "专家（颜色：持有它的 rank）"))
     left.set_ylabel(caption("tokens", "词元数"))
     left.set_title(caption(f"{WIDGET_GRID['tokens']:,} tokens, {row['assignments']:,} assignments",
@@ -186,6 +181,17 @@ def routing_figure(table, experts: int = 8, top_k: int = 2, capacity_factor=1.25
     right.set_title(f"d = {WIDGET_GRID['d_model']:,}, bf16", fontsize=9)
     fig.tight_layout()
     _print_counts(row, experts, mib)
+    return fig
+
+
+def _no_split(fig, experts: int, ranks: int):
+    """The figure says, instead of drawing, that E experts do not split over N ranks."""
+    for ax in fig.axes:
+        ax.axis("off")
+    fig.axes[0].text(0.5, 0.5, caption(f"{experts} experts do not split over {ranks} ranks:\nE must be a multiple of N",
+                                       f"{experts} 个专家不能均分给 {ranks} 个 rank：\nE 必须是 N 的倍数"),
+                     ha="center", va="center", fontsize=11, transform=fig.axes[0].transAxes)
+    print(say(f"{experts} experts do not split over {ranks} ranks", f"{experts} 个专家不能均分给 {ranks} 个 rank"))
     return fig
 
 

@@ -69,7 +69,8 @@ def activation_growth_figure(rows: list[dict]):
 def _schedule_image(schedule: list[list[dict]], seq_len: int, upto: int, causal: bool = True,
                     fade: bool = True) -> np.ndarray:
     """An s × s picture (queries down, keys across): the scores computed at step ``upto`` in the
-    colour of the rank that computes them, those of earlier steps faded (``fade``), the future grey."""
+    colour of the rank that computes them, those of earlier steps faded (``fade``), the future grey;
+    a future score inside a computed rectangle (computed, then masked) in the rank's colour greyed."""
     image = np.ones((seq_len, seq_len, 3))
     if causal:
         image[np.triu(np.ones((seq_len, seq_len), dtype=bool), 1)] = MASKED
@@ -80,6 +81,8 @@ def _schedule_image(schedule: list[list[dict]], seq_len: int, upto: int, causal:
                 seen = (k[None, :] <= q[:, None]) if causal else np.ones((len(q), len(k)), dtype=bool)
                 rows, cols = np.nonzero(seen)
                 image[q[rows], k[cols]] = rank_colour(rank, faded=fade and step < upto)
+                rows, cols = np.nonzero(~seen)           # counted as work, then masked
+                image[q[rows], k[cols]] = (np.array(rank_colour(rank, faded=True)) + MASKED) / 2 - 0.1
     return image
 
 
@@ -97,8 +100,9 @@ def ring_rotation_figure(schedule: list[list[dict]], seq_len: int, causal: bool 
         ax.set_xlabel(caption("keys →", "键 →"), fontsize=7)
     np.atleast_1d(axes)[0].set_ylabel(caption("queries ↓", "查询 ↓"), fontsize=7)
     fig.suptitle(caption("ring attention, contiguous split: each rank's queries meet one K/V block per step "
-                         "(faded: earlier steps; grey: the future, masked)",
-                         "环形注意力，连续切分：每一步，每个 rank 的查询遇到一个 K/V 块（浅色：之前的步；灰色：被掩码遮住的未来）"),
+                         "(faded: earlier steps; grey: the future, masked; greyed colour: computed, then masked)",
+                         "环形注意力，连续切分：每一步，每个 rank 的查询遇到一个 K/V 块（浅色：之前的步；灰色：被掩码遮住的未来；"
+                         "偏灰的颜色：算了，又被掩码）"),
                  fontsize=8.5)
     fig.tight_layout()
     return fig
@@ -111,7 +115,8 @@ def causal_split_figure(schedules: dict[str, list[list[dict]]], seq_len: int, co
     fig, axes = plt.subplots(1, len(schedules) + 1, figsize=(3.1 * (len(schedules) + 1) + 0.6, 3.2))
     for ax, (layout, schedule) in zip(axes, schedules.items()):
         ax.imshow(_schedule_image(schedule, seq_len, len(schedule) - 1, fade=False), interpolation="nearest")
-        ax.set_title(caption(f"{layout} split", f"{LAYOUTS_ZH.get(layout, layout)}切分"), fontsize=9)
+        ax.set_title(caption(f"{layout} split\n(greyed colour: computed, then masked)",
+                             f"{LAYOUTS_ZH.get(layout, layout)}切分\n（偏灰的颜色：算了，又被掩码）"), fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(caption("keys →", "键 →"), fontsize=7)
