@@ -76,10 +76,12 @@ number_exercise(
                         "它只持有一半的块。")),
            (_fewer(1 / 4), ("That counts float32 values; each is 4 bytes.", "这数的是 float32 值的个数；每个值 4 字节。"))],
     hint=("Rank 0 holds the blocks of stage 0. Per block and micro-batch, attention and the MLP each have an f and "
-          "a g: g all-reduces the activations in the forward pass, f their gradient in the backward pass; a ring all-reduce of n bytes over t ranks sends 2 (t − 1)/t · n per "
-          "rank, and the micro-batches together are the rank's B / dp sequences of seq × width floats.",
+          "a g: g all-reduces the activations in the forward pass, f their gradient in the backward pass; a ring "
+          "all-reduce of n bytes over t ranks sends 2 (t − 1)/t · n per rank, and the micro-batches together are "
+          "the rank's B / dp sequences of seq × width floats.",
           "rank 0 持有阶段 0 的块。每个块、每个微批次，注意力和 MLP 各有一个 f 和一个 g：g 在前向传播中对激活值做全归约，"
-          "f 在反向传播中对它的梯度做全归约；t 个进程上 n 字节的环形全归约每个进程发送 2 (t − 1)/t · n，各微批次合起来是该进程的 B / dp 条序列，每条 seq × width 个浮点数。"),
+          "f 在反向传播中对它的梯度做全归约；t 个进程上 n 字节的环形全归约每个进程发送 2 (t − 1)/t · n，"
+          "各微批次合起来是该进程的 B / dp 条序列，每条 seq × width 个浮点数。"),
     explanation=("{layers}/{pp} blocks × 4 all-reduces (two g forward, two f backward) × 2 ({tp} − 1)/{tp} × "
                  "({batch}/{dp} × {seq} × {width} × 4 bytes) = {answer} bytes per step, what train_gpt --report "
                  "measures on such a run. It grows with the batch and the width, not with the parameters: tensor "

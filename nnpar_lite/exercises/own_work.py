@@ -1,36 +1,37 @@
 """An exercise that asks for what a package function already does refuses a function that
 calls it: the learner writes the formula, the check does not run the package's copy of it.
 
-The names a function uses are read from its source (and the sources of the notebook functions
-it calls, which travel with it), so a call through any alias, ``nl.average_losses`` or
+The names a function uses are read from its code (and the code of the notebook functions it
+calls, which travel with it), so a call through any alias, ``nl.average_losses`` or
 ``from nnpar_lite import average_losses``, is seen."""
 
 from __future__ import annotations
 
-import ast
-import inspect
-import textwrap
 import types
 from typing import Any, Sequence
 
 from .core import verdict
 
 
+def code_names(code: types.CodeType) -> set[str]:
+    """The global and attribute names a function's code reads, its nested functions' included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= code_names(const)
+    return names
+
+
 def names_used(fn: Any, seen: set | None = None) -> set[str]:
-    """Every name and attribute ``fn``'s source reads, with those of the functions of its own
-    module (the notebook's) that it calls, followed through."""
+    """Every name and attribute ``fn`` reads, with those of the functions of its own module (the
+    notebook's) that it calls, followed through."""
     seen = set() if seen is None else seen
     if not isinstance(fn, types.FunctionType) or fn in seen:
         return set()
     seen.add(fn)
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    except (OSError, TypeError, SyntaxError):
-        return set()
-    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-    for name in list(names):
-        helper = fn.__globals__.get(name)
+    names = code_names(fn.__code__)
+    for name in sorted(names & set(fn.__globals__)):
+        helper = fn.__globals__[name]
         if isinstance(helper, types.FunctionType) and helper.__module__ == fn.__module__:
             names |= names_used(helper, seen)
     return names

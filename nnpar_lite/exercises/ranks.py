@@ -29,6 +29,7 @@ from typing import Any, Callable
 from ..language import say
 from .compare import as_array, same_values
 from .core import Case, Probe, Result, first_failure, report, verdict
+from .own_work import code_names
 
 HANG_AFTER = 10.0   # seconds a case may run on a rank before it counts as a deadlock
 PLAIN = (int, float, complex, str, bool, type(None))
@@ -67,15 +68,6 @@ def _refuse_untravelled(fn: Any) -> None:
                              "请在单元格的最外层定义这个函数。"))
 
 
-def _global_names(code: types.CodeType) -> set[str]:
-    """The global names a function's code reads, its nested functions' included."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
-
-
 def carry(fn: Callable) -> Carried:
     """Package a function defined in a notebook so that spawned ranks can define it again, with
     the notebook functions it calls and the plain constants (numbers, strings, tuples of them)
@@ -89,7 +81,7 @@ def carry(fn: Callable) -> Carried:
         current = pending.pop()
         _refuse_untravelled(current)
         seen.add(current.__name__)
-        for name in sorted(_global_names(current.__code__) & set(current.__globals__)):
+        for name in sorted(code_names(current.__code__) & set(current.__globals__)):
             value = current.__globals__[name]
             if isinstance(value, types.ModuleType):
                 imports[name] = (name, value.__name__, None)
